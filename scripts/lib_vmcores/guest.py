@@ -1,0 +1,271 @@
+"""Initramfs and QEMU: boot, crash, capture with kdump, hand the dump out.
+
+The first kernel boots with a crashkernel= reservation; its /init (init.sh)
+arms the capture kernel with `kexec -p`, fires the scenario's trigger, and the
+capture kernel writes makedumpfile's flattened stream onto a raw virtio disk.
+The host turns the disk back into a dump file with `makedumpfile -R`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from . import log
+from .cpio import CpioWriter
+from .kernels import Kernel, read_ko
+
+HERE = Path(__file__).resolve().parent
+GUEST_MEM = "1024"
+GUEST_CPUS = "2"
+DISK_BYTES = 2 << 30          # sparse; an ELF -d 0 dump of 1 GiB would still fit
+TIMEOUT_TCG = 300
+TIMEOUT_KVM = 180
+PROBE_TIMEOUT = 15
+NO_CRASH_WAIT = 120           # seconds /init waits for the crash before giving up
+
+
+class GuestError(RuntimeError):
+    pass
+
+
+def _ldd_libs(binary: str) -> list[str]:
+    out = subprocess.run(["ldd", binary], text=True, capture_output=True, check=True).stdout
+    libs = []
+    for line in out.splitlines():
+        parts = line.split()
+        if "=>" in parts:
+            p = parts[parts.index("=>") + 1]
+            if p.startswith("/"):
+                libs.append(p)
+        elif parts and parts[0].startswith("/"):
+            libs.append(parts[0])  # the dynamic loader
+    return libs
+
+
+def _tool(name: str) -> str:
+    for d in ("/usr/sbin", "/sbin", "/usr/bin", "/bin"):
+        p = Path(d) / name
+        if p.exists():
+            return str(p)
+    p = shutil.which(name)
+    if not p:
+        raise GuestError(f"{name} not found on the host (run scripts/install-deps)")
+    return p
+
+
+def _busybox() -> str:
+    for p in ("/bin/busybox", "/usr/bin/busybox"):
+        if Path(p).exists():
+            out = subprocess.run(["file", "-L", p], text=True, capture_output=True).stdout \
+                if shutil.which("file") else "statically linked"
+            if "statically linked" in out or "static-pie" in out:
+                return p
+    raise GuestError("a static busybox is needed (apt-get install busybox-static)")
+
+
+def _add_binaries(w: CpioWriter, binaries: list[str]) -> None:
+    for b in binaries:
+        w.add_file("bin/" + Path(b).name, b, 0o755)
+        for lib in _ldd_libs(b):
+            w.add_file(lib, os.path.realpath(lib), 0o755)
+
+
+def _base(w: CpioWriter) -> None:
+    for d in ("bin", "dev", "proc", "sys", "tmp", "etc", "root", "boot"):
+        w.mkdir(d)
+    w.chardev("dev/console", 5, 1)
+    w.chardev("dev/null", 1, 3, 0o666)
+    w.add_file("bin/busybox", _busybox(), 0o755)
+    w.add_file("init", HERE / "init.sh", 0o755)
+
+
+_initrd_lock = threading.Lock()
+
+
+def build_initrds(k: Kernel, out_dir: Path) -> tuple[Path, Path]:
+    """(main initrd base, probe initrd) for a kernel; built once per run."""
+    with _initrd_lock:
+        main, probe = out_dir / "main-base.cpio", out_dir / "probe.cpio"
+        if getattr(k, "_initrds_built", False):
+            return main, probe
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cap = CpioWriter()
+        _base(cap)
+        _add_binaries(cap, [_tool("makedumpfile")])
+        mods = k.capture_modules()
+        for name, data in mods:
+            cap.add_bytes(f"lib/capture-modules/{name}.ko", data)
+        cap.add_bytes("lib/capture-modules/order", ("\n".join(n for n, _ in mods) + "\n").encode())
+        capture_bytes = cap.getvalue()
+
+        w = CpioWriter()
+        _base(w)
+        _add_binaries(w, [_tool("makedumpfile"), _tool("kexec")])
+        w.add_file("boot/vmlinuz", k.vmlinuz, 0o644)
+        w.add_bytes("boot/capture.cpio", capture_bytes)
+        w.add_bytes("lib/crashpoc/crashpoc.ko", read_ko(k.crashpoc_ko))
+        w.add_bytes("lib/crashpoc/crashpoc_badsym.ko", read_ko(k.badsym_ko))
+        _atomic_write(main, w.getvalue())
+
+        p = CpioWriter()
+        _base(p)
+        _atomic_write(probe, p.getvalue())
+        k._initrds_built = True  # type: ignore[attr-defined]
+        return main, probe
+
+
+def scenario_initrd(base: Path, sc: dict, out: Path) -> Path:
+    env = {
+        "KPM_SCENARIO": sc["name"],
+        "KPM_TRIGGER": sc["trigger"],
+        "KPM_FOLLOWUP": sc.get("followup", ""),
+        "KPM_SYSCTLS": " ".join(f"{k}={v}" for k, v in sc.get("sysctls", {}).items()),
+        "KPM_PRELOAD": " ".join(sc.get("preload", [])),
+        "KPM_LOAD_MODULE": "1" if sc.get("load_module", True) else "0",
+        "KPM_FORMAT": sc.get("format", "kdump"),
+        "KPM_LEVEL": str(sc.get("dump_level", 31)),
+        "KPM_WAIT": str(NO_CRASH_WAIT),
+    }
+    w = CpioWriter()
+    w.add_bytes("etc/kpm.env", "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items()).encode())
+    data = base.read_bytes()
+    data += b"\0" * ((-len(data)) % 4) + w.getvalue()
+    _atomic_write(out, data)
+    return out
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.{threading.get_ident()}")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------- accel
+
+def _qemu() -> str:
+    q = shutil.which("qemu-system-x86_64")
+    if not q:
+        raise GuestError("qemu-system-x86_64 not found (run scripts/install-deps)")
+    return q
+
+
+def accel_args(accel: str) -> list[str]:
+    if accel == "kvm":
+        return ["-accel", "kvm", "-cpu", "host"]
+    return ["-accel", "tcg", "-cpu", "max"]
+
+
+_accel: str | None = None
+_accel_lock = threading.Lock()
+
+
+def probe_accel(k: Kernel, probe_initrd: Path, cache: Path) -> str:
+    """'kvm' if a KVM guest reaches userspace within PROBE_TIMEOUT s, else 'tcg'.
+
+    KPM_ACCEL=tcg|kvm forces the choice.  The answer is remembered in the
+    cache for this host kernel and QEMU version.
+    """
+    global _accel
+    with _accel_lock:
+        if _accel:
+            return _accel
+        forced = os.environ.get("KPM_ACCEL")
+        if forced in ("kvm", "tcg"):
+            _accel = forced
+            return forced
+        qver = subprocess.run([_qemu(), "--version"], text=True, capture_output=True).stdout
+        key = f"{os.uname().release} {qver.splitlines()[0] if qver else ''} {k.release}"
+        memo = cache / "accel-probe.json"
+        try:
+            saved = json.loads(memo.read_text())
+            if saved.get("key") == key:
+                _accel = saved["accel"]
+                log(f"accel: {_accel} (probed before on this host)")
+                return _accel
+        except (OSError, ValueError, KeyError):
+            pass
+        _accel = "tcg"
+        why = "no usable /dev/kvm"
+        if os.access("/dev/kvm", os.R_OK | os.W_OK):
+            t0 = time.monotonic()
+            try:
+                r = subprocess.run(
+                    [_qemu(), *accel_args("kvm"), "-m", "256", "-smp", "1", "-nographic",
+                     "-no-reboot", "-kernel", str(k.vmlinuz), "-initrd", str(probe_initrd),
+                     "-append", "console=ttyS0 panic=-1 kpm.probe"],
+                    stdin=subprocess.DEVNULL, capture_output=True, timeout=PROBE_TIMEOUT)
+                if b"kpm-probe: userspace reached" in r.stdout:
+                    _accel, why = "kvm", "KVM guest reached userspace"
+                else:
+                    tail = (r.stdout + r.stderr).decode(errors="replace").strip()
+                    why = f"KVM guest failed: {tail.splitlines()[-1] if tail else r.returncode}"
+            except subprocess.TimeoutExpired:
+                why = f"KVM guest not in userspace after {PROBE_TIMEOUT}s"
+            why += f" ({time.monotonic() - t0:.0f}s)"
+        log(f"accel: {_accel} ({why})")
+        memo.write_text(json.dumps({"key": key, "accel": _accel, "why": why}) + "\n")
+        return _accel
+
+
+# ------------------------------------------------------------------ run
+
+def boot_and_capture(k: Kernel, sc: dict, initrd: Path, accel: str, work: Path,
+                     console: Path) -> tuple[Path, float]:
+    """Boot the scenario; returns (flattened disk image, seconds)."""
+    disk = work / "disk.raw"
+    with open(disk, "wb") as f:
+        f.truncate(DISK_BYTES)
+    append = " ".join(filter(None, [
+        "console=ttyS0", "crashkernel=256M",
+        "" if sc.get("panic_on_oops") is False else "oops=panic",
+        "panic=-1", sc.get("boot_args", ""),
+    ]))
+    cmd = [_qemu(), *accel_args(accel), "-m", GUEST_MEM, "-smp", GUEST_CPUS, "-nographic",
+           "-no-reboot", "-kernel", str(k.vmlinuz), "-initrd", str(initrd),
+           "-append", append,
+           "-drive", f"file={disk},format=raw,if=virtio,cache=unsafe",
+           "-nic", "none"]
+    (work / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
+    timeout = TIMEOUT_KVM if accel == "kvm" else TIMEOUT_TCG
+    t0 = time.monotonic()
+    with open(console, "wb") as out:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise GuestError(f"guest did not finish within {timeout}s") from None
+    return disk, time.monotonic() - t0
+
+
+def reassemble(disk: Path, out: Path) -> None:
+    with open(disk, "rb") as f:
+        head = f.read(16)
+    if not head.startswith(b"makedumpfile"):
+        raise GuestError("the capture disk holds no makedumpfile stream (no dump written)")
+    with open(disk, "rb") as f:
+        r = subprocess.run([_tool("makedumpfile"), "-R", str(out)], stdin=f,
+                           capture_output=True, text=True)
+    if r.returncode != 0 or not out.exists() or out.stat().st_size == 0:
+        raise GuestError(f"makedumpfile -R failed ({r.returncode}): {r.stderr.strip()[-500:]}")
+
+
+def makedumpfile_version() -> str:
+    r = subprocess.run([_tool("makedumpfile"), "-v"], capture_output=True, text=True)
+    first = (r.stdout + r.stderr).strip().splitlines()
+    return first[0].replace("makedumpfile: version ", "").strip() if first else ""
+
+
+def tempdir(parent: Path) -> Path:
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=".work-", dir=parent))

@@ -1,0 +1,86 @@
+#!/bin/busybox sh
+# /init of the corpus guests (scripts/make-vmcores), for both kernels:
+#  - the first kernel arms kdump (kexec -p), sets up the scenario from
+#    /etc/kpm.env and fires the trigger from an ordinary child process;
+#  - the capture kernel (it sees /proc/vmcore) writes the dump, in
+#    makedumpfile's flattened format, onto the raw virtio disk /dev/vda and
+#    powers off.
+# Lines starting "kpm-" are this script's own words in the console log.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /tmp
+
+arg() {  # value of kpm.NAME= on the kernel command line
+	sed -n "s/.*kpm\.$1=\([^ ]*\).*/\1/p" /proc/cmdline
+}
+
+if grep -q 'kpm\.probe' /proc/cmdline; then
+	echo "kpm-probe: userspace reached"
+	poweroff -f
+fi
+
+if [ -e /proc/vmcore ]; then
+	echo "kpm-capture: capture kernel up, /proc/vmcore is $(stat -c %s /proc/vmcore) bytes"
+	for m in $(cat /lib/capture-modules/order); do
+		insmod /lib/capture-modules/$m.ko || echo "kpm-capture: insmod $m failed"
+	done
+	n=0
+	while [ ! -b /dev/vda ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+	fmt=$(arg dump_format)
+	level=$(arg dump_level)
+	case "$fmt" in
+	elf) flag=-E ;;
+	*) flag=-c ;;
+	esac
+	echo "kpm-capture: makedumpfile -F $flag -d $level /proc/vmcore > /dev/vda"
+	makedumpfile -F $flag -d "$level" --message-level 4 /proc/vmcore > /dev/vda
+	rc=$?
+	sync
+	echo "kpm-capture: makedumpfile exit $rc"
+	poweroff -f
+	sleep 5
+fi
+
+. /etc/kpm.env
+mount -t debugfs debugfs /sys/kernel/debug
+
+kexec -p /boot/vmlinuz --initrd=/boot/capture.cpio \
+	--append="console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=-1 kpm.dump_format=$KPM_FORMAT kpm.dump_level=$KPM_LEVEL"
+if [ "$(cat /sys/kernel/kexec_crash_loaded)" != 1 ]; then
+	echo "kpm-init: FAILED: the capture kernel is not loaded"
+	poweroff -f
+fi
+echo "kpm-init: capture kernel loaded"
+
+for kv in $KPM_SYSCTLS; do
+	key=${kv%%=*}
+	echo "${kv#*=}" > /proc/sys/$(echo "$key" | tr . /) && echo "kpm-init: sysctl $kv"
+done
+
+for m in $KPM_PRELOAD; do
+	insmod /lib/crashpoc/$m.ko || echo "kpm-init: insmod $m failed"
+done
+if [ "$KPM_LOAD_MODULE" = 1 ]; then
+	insmod /lib/crashpoc/crashpoc.ko || echo "kpm-init: insmod crashpoc failed"
+fi
+
+fire() {
+	echo "kpm-init: firing $1"
+	case "$1" in
+	sysrq-c) sh -c 'echo c > /proc/sysrq-trigger' ;;
+	*) sh -c "echo $1 > /sys/kernel/debug/crashpoc/trigger" ;;
+	esac
+}
+
+fire "$KPM_TRIGGER" &
+sleep 1
+if [ -n "$KPM_FOLLOWUP" ]; then
+	sleep 2
+	fire "$KPM_FOLLOWUP" &
+fi
+sleep "$KPM_WAIT"
+echo "kpm-init: FAILED: no crash after ${KPM_WAIT}s"
+poweroff -f

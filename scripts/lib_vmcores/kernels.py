@@ -1,0 +1,370 @@
+"""Kernels for the corpus: Debian bookworm cloud kernels, fetched as packages.
+
+Nothing is installed on the host: the packages are `apt-get download`ed into
+the cache and unpacked there with `dpkg-deb -x`.  The version is resolved at
+run time from the metapackage, because old versions leave the archive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import lzma
+import re
+import shutil
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import log
+
+METAPACKAGES = {
+    "6.1": "linux-image-cloud-amd64",
+    "6.12": "linux-image-6.12-cloud-amd64",
+}
+
+CRASHPOC_SOURCES = ("crashpoc.c", "crashpoc_badsym.c", "Kbuild")
+CAPTURE_MODULES = ("virtio_blk", "virtio_pci")
+
+
+class KernelError(RuntimeError):
+    pass
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    kw.setdefault("check", True)
+    kw.setdefault("text", True)
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    try:
+        return subprocess.run(cmd, **kw)
+    except subprocess.CalledProcessError as e:
+        raise KernelError(f"{' '.join(cmd)} failed ({e.returncode}):\n{e.stdout}\n{e.stderr}") \
+            from None
+
+
+_apt_updated = False
+_apt_lock = threading.Lock()
+
+
+def _apt_show(pkg: str) -> str:
+    r = run(["apt-cache", "show", "--no-all-versions", pkg], check=False)
+    return r.stdout if r.returncode == 0 else ""
+
+
+def apt_show(pkg: str) -> str:
+    """`apt-cache show` of the candidate; runs `apt-get update` once if needed."""
+    global _apt_updated
+    out = _apt_show(pkg)
+    if out.strip():
+        return out
+    with _apt_lock:
+        if not _apt_updated:
+            log(f"apt-cache cannot resolve {pkg}: running apt-get update")
+            run(["apt-get", "update", "-q"], stdout=subprocess.DEVNULL)
+            _apt_updated = True
+    out = _apt_show(pkg)
+    if not out.strip():
+        raise KernelError(f"no Debian package {pkg} (check the apt sources)")
+    return out
+
+
+def _field(stanza: str, name: str) -> str:
+    m = re.search(rf"^{name}: (.*)$", stanza, re.M)
+    return m.group(1).strip() if m else ""
+
+
+def _depends(stanza: str) -> list[tuple[str, str, str]]:
+    """[(name, op, version)] of the first alternative of each Depends entry."""
+    out = []
+    for item in _field(stanza, "Depends").split(","):
+        alt = item.split("|")[0].strip()
+        m = re.match(r"([^\s(]+)\s*(?:\(\s*([<>=]+)\s*([^)\s]+)\s*\))?", alt)
+        if m:
+            out.append((m.group(1), m.group(2) or "", m.group(3) or ""))
+    return out
+
+
+@dataclass
+class KernelPlan:
+    series: str
+    release: str
+    package_version: str
+    packages: list[str] = field(default_factory=list)  # "name=version"
+
+
+def resolve(series: str) -> KernelPlan:
+    meta_pkg = METAPACKAGES[series]
+    stanza = apt_show(meta_pkg)
+    image = next((d for d in _depends(stanza) if d[0].startswith("linux-image-")), None)
+    if not image:
+        raise KernelError(f"{meta_pkg} depends on no linux-image package")
+    name, _, version = image
+    version = version or _field(apt_show(name), "Version")
+    release = name[len("linux-image-"):]
+    plan = KernelPlan(series, release, version)
+    headers = f"linux-headers-{release}"
+    plan.packages = [
+        f"linux-image-{release}-unsigned={version}",
+        f"{headers}={version}",
+        f"linux-image-{release}-dbg={version}",
+    ]
+    for dep, op, dver in _depends(apt_show(f"{headers}={version}")):
+        if dep.startswith(("linux-headers-", "linux-kbuild-")):
+            if op == "=":
+                plan.packages.append(f"{dep}={dver}")
+            else:
+                # linux-kbuild-6.1 (>= V): take V itself when the archive has it
+                has_v = version in run(["apt-cache", "madison", dep]).stdout
+                plan.packages.append(f"{dep}={version}" if has_v else dep)
+    return plan
+
+
+def crashpoc_source_hash(src_dir: Path) -> str:
+    h = hashlib.sha256()
+    for name in CRASHPOC_SOURCES:
+        h.update(name.encode() + b"\0" + (src_dir / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Kernel:
+    series: str
+    root: Path
+    release: str
+    package_version: str
+    gcc: str = "gcc-12"
+    dbg_done: threading.Event = field(default_factory=threading.Event)
+    dbg_error: str = ""
+
+    @property
+    def vmlinuz(self) -> Path:
+        return self.root / "boot" / f"vmlinuz-{self.release}"
+
+    @property
+    def vmlinux(self) -> Path:
+        return self.root / "usr/lib/debug/boot" / f"vmlinux-{self.release}"
+
+    @property
+    def module_debug_dir(self) -> Path:
+        return self.root / "usr/lib/debug/lib/modules" / self.release
+
+    @property
+    def headers(self) -> Path:
+        return self.root / "usr/src" / f"linux-headers-{self.release}"
+
+    @property
+    def modules_dir(self) -> Path:
+        for base in ("lib/modules", "usr/lib/modules"):
+            d = self.root / base / self.release
+            if d.is_dir():
+                return d
+        raise KernelError(f"no lib/modules/{self.release} in {self.root}")
+
+    @property
+    def crashpoc_dir(self) -> Path:
+        return self.root / "crashpoc"
+
+    @property
+    def crashpoc_ko(self) -> Path:
+        return self.crashpoc_dir / "crashpoc.ko"
+
+    @property
+    def badsym_ko(self) -> Path:
+        return self.crashpoc_dir / "crashpoc_badsym.ko"
+
+    def wait_dbg(self) -> None:
+        self.dbg_done.wait()
+        if self.dbg_error:
+            raise KernelError(self.dbg_error)
+
+    # ---------------------------------------------------------- modules
+    def module_index(self) -> dict[str, Path]:
+        idx = {}
+        for p in (self.modules_dir / "kernel").rglob("*.ko*"):
+            name = p.name.split(".ko")[0].replace("-", "_")
+            idx[name] = p
+        return idx
+
+    def builtin_modules(self) -> set[str]:
+        f = self.modules_dir / "modules.builtin"
+        if not f.exists():
+            return set()
+        return {Path(line).name.split(".ko")[0].replace("-", "_")
+                for line in f.read_text().split()}
+
+    def capture_modules(self) -> list[tuple[str, bytes]]:
+        """The virtio modules the capture kernel needs, dependencies first."""
+        idx, builtin = self.module_index(), self.builtin_modules()
+        order: list[tuple[str, bytes]] = []
+        seen: set[str] = set()
+
+        def visit(name: str) -> None:
+            if name in seen or name in builtin:
+                return
+            seen.add(name)
+            if name not in idx:
+                raise KernelError(f"module {name} is neither built in nor in the image")
+            data = read_ko(idx[name])
+            for dep in modinfo(data, "depends").split(","):
+                if dep:
+                    visit(dep.replace("-", "_"))
+            order.append((name, data))
+
+        for m in CAPTURE_MODULES:
+            visit(m)
+        return order
+
+
+def read_ko(path: Path) -> bytes:
+    data = path.read_bytes()
+    if path.name.endswith(".xz"):
+        return lzma.decompress(data)
+    if path.name.endswith(".zst"):
+        return run(["zstd", "-dc", str(path)], text=False).stdout
+    if path.name.endswith(".gz"):
+        import gzip
+        return gzip.decompress(data)
+    return data
+
+
+def modinfo(ko: bytes, key: str) -> str:
+    m = re.search(rb"(?:^|\0)" + key.encode() + rb"=([^\0]*)\0", ko)
+    return m.group(1).decode() if m else ""
+
+
+# ------------------------------------------------------------------ preparing
+
+_series_locks = {s: threading.Lock() for s in METAPACKAGES}
+_prepared: dict[str, Kernel] = {}
+
+
+def prepare(series: str, cache: Path, src_dir: Path) -> Kernel:
+    """Download, unpack and build what a series needs; once per series per run.
+
+    Returns as soon as the guest can boot; the -dbg package is unpacked in a
+    background thread (Kernel.wait_dbg()).
+    """
+    with _series_locks[series]:
+        if series in _prepared:
+            return _prepared[series]
+        k = _prepare(series, cache, src_dir)
+        _prepared[series] = k
+        return k
+
+
+def _prepare(series: str, cache: Path, src_dir: Path) -> Kernel:
+    root = cache / "kernels" / series
+    plan = resolve(series)
+    meta_f = root / "meta.json"
+    if meta_f.exists():
+        old = json.loads(meta_f.read_text())
+        if (old.get("release"), old.get("package_version")) != (plan.release,
+                                                                plan.package_version):
+            log(f"[{series}] {old.get('release')} {old.get('package_version')} -> "
+                f"{plan.release} {plan.package_version}: replacing the cached kernel")
+            shutil.rmtree(root)
+    debs = root / "debs"
+    stamps = root / ".extracted"
+    debs.mkdir(parents=True, exist_ok=True)
+    stamps.mkdir(exist_ok=True)
+
+    missing = [p for p in plan.packages if not _deb_for(debs, p)]
+    if missing:
+        log(f"[{series}] downloading {' '.join(missing)}")
+        r = run(["apt-get", "download", "-q", *missing], cwd=debs, check=False)
+        if r.returncode != 0:
+            raise KernelError(f"apt-get download failed:\n{r.stdout}\n{r.stderr}")
+    files = []
+    for p in plan.packages:
+        f = _deb_for(debs, p)
+        if not f:
+            raise KernelError(f"apt-get download did not produce {p}")
+        files.append(f)
+
+    k = Kernel(series, root, plan.release, plan.package_version)
+    dbg = [f for f in files if "-dbg_" in f.name]
+    for f in files:
+        if f in dbg or (stamps / f.name).exists():
+            continue
+        log(f"[{series}] unpacking {f.name}")
+        run(["dpkg-deb", "-x", str(f), str(root)])
+        (stamps / f.name).touch()
+
+    def unpack_dbg() -> None:
+        try:
+            for f in dbg:
+                if not (stamps / f.name).exists():
+                    log(f"[{series}] unpacking {f.name} (background)")
+                    run(["dpkg-deb", "-x", str(f), str(root)])
+                    (stamps / f.name).touch()
+            if not k.vmlinux.exists():
+                k.dbg_error = f"{k.vmlinux} missing after unpacking the -dbg package"
+        except Exception as e:  # noqa: BLE001 - reported by wait_dbg()
+            k.dbg_error = str(e)
+        finally:
+            k.dbg_done.set()
+
+    threading.Thread(target=unpack_dbg, daemon=True).start()
+
+    _fix_headers(k)
+    cfg = (k.headers / ".config").read_text()
+    m = re.search(r'^CONFIG_CC_VERSION_TEXT="(\S+)', cfg, re.M)
+    if m and shutil.which(m.group(1)):
+        k.gcc = m.group(1)
+    build_crashpoc(k, src_dir)
+    meta_f.write_text(json.dumps({
+        "series": series, "release": plan.release, "package_version": plan.package_version,
+        "packages": plan.packages, "gcc": k.gcc,
+    }, indent=2) + "\n")
+    return k
+
+
+def _deb_for(debs: Path, spec: str) -> Path | None:
+    name, _, version = spec.partition("=")
+    # apt-get download escapes ':' in versions as %3a
+    pat = f"{name}_{version.replace(':', '%3a')}_*.deb" if version else f"{name}_*.deb"
+    found = sorted(debs.glob(pat))
+    return found[-1] if found else None
+
+
+def _fix_headers(k: Kernel) -> None:
+    """The headers' Makefiles include /usr/src/... absolutely; point them here."""
+    usr_src = k.root / "usr/src"
+    for mk in usr_src.glob("linux-headers-*/Makefile"):
+        text = mk.read_text()
+        fixed = re.sub(r"^include /usr/src/", f"include {usr_src}/", text, flags=re.M)
+        if fixed != text:
+            mk.write_text(fixed)
+    for mk in usr_src.glob("linux-headers-*/arch/*/Makefile"):
+        text = mk.read_text()
+        fixed = text.replace(" /usr/src/", f" {usr_src}/")
+        if fixed != text:
+            mk.write_text(fixed)
+
+
+def build_crashpoc(k: Kernel, src_dir: Path) -> None:
+    want = crashpoc_source_hash(src_dir)
+    stamp = k.crashpoc_dir / ".source-hash"
+    if (k.crashpoc_ko.exists() and k.badsym_ko.exists() and stamp.exists()
+            and stamp.read_text().strip() == want):
+        return
+    log(f"[{k.series}] building crashpoc against {k.headers.name} with {k.gcc}")
+    if k.crashpoc_dir.exists():
+        shutil.rmtree(k.crashpoc_dir)
+    k.crashpoc_dir.mkdir(parents=True)
+    for name in CRASHPOC_SOURCES:
+        shutil.copy2(src_dir / name, k.crashpoc_dir / name)
+    r = run(["make", "-C", str(k.headers), f"M={k.crashpoc_dir}", f"CC={k.gcc}",
+             "KBUILD_MODPOST_WARN=1", "modules"], check=False)
+    if r.returncode != 0 or not k.crashpoc_ko.exists():
+        raise KernelError(f"building crashpoc failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
+    (k.crashpoc_dir / "build.log").write_text(r.stdout + r.stderr)
+    if b".debug_info" not in k.crashpoc_ko.read_bytes():
+        raise KernelError(f"{k.crashpoc_ko} has no DWARF (.debug_info)")
+    stamp.write_text(want + "\n")
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,0 +1,216 @@
+"""make-vmcores: build the real vmcore corpus described by fixtures/vmcores/manifest.toml."""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+from . import guest, kernels, log
+
+REPO = Path(__file__).resolve().parents[2]
+MANIFEST = REPO / "fixtures" / "vmcores" / "manifest.toml"
+CRASHPOC_SRC = REPO / "fixtures" / "vmcores" / "crashpoc"
+
+DEFAULTS = {
+    "format": "kdump", "dump_level": 31, "boot_args": "", "sysctls": {},
+    "load_module": True, "console": [], "followup": "", "preload": [],
+    "panic_on_oops": True,
+}
+# Keys that change what the guest does; a change in any of them redoes the dump.
+CAPTURE_KEYS = ("kernel", "trigger", "followup", "format", "dump_level", "boot_args",
+                "sysctls", "load_module", "preload", "panic_on_oops")
+
+
+def cache_root() -> Path:
+    if os.environ.get("KPM_CACHE"):
+        return Path(os.environ["KPM_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "kpostmortem"
+
+
+def load_manifest(path: Path = MANIFEST) -> list[dict]:
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    out, seen = [], set()
+    for raw in data.get("scenario", []):
+        sc = {**DEFAULTS, **raw}
+        for key in ("name", "kernel", "trigger", "description", "expect"):
+            if key not in sc:
+                raise SystemExit(f"{path}: a scenario lacks '{key}': {raw}")
+        if sc["name"] in seen:
+            raise SystemExit(f"{path}: duplicate scenario {sc['name']}")
+        if sc["kernel"] not in kernels.METAPACKAGES:
+            raise SystemExit(f"{path}: {sc['name']}: unknown kernel series {sc['kernel']}")
+        if sc["format"] not in ("kdump", "elf"):
+            raise SystemExit(f"{path}: {sc['name']}: format must be kdump or elf")
+        seen.add(sc["name"])
+        out.append(sc)
+    return out
+
+
+def inputs_hash(sc: dict) -> str:
+    blob = json.dumps({k: sc.get(k) for k in CAPTURE_KEYS}, sort_keys=True)
+    init = (Path(guest.__file__).parent / "init.sh").read_bytes()
+    h = hashlib.sha256(blob.encode() + b"\0" + init)
+    h.update(kernels.crashpoc_source_hash(CRASHPOC_SRC).encode())
+    return h.hexdigest()[:16]
+
+
+def dump_state(sc: dict, cache: Path, releases: dict[str, str]) -> str:
+    """'done' when the cached dump matches the manifest entry, else why not."""
+    d = cache / "vmcores" / sc["name"]
+    if not (d / "vmcore").exists() or not (d / "meta.json").exists():
+        return "missing"
+    try:
+        meta = json.loads((d / "meta.json").read_text())
+    except ValueError:
+        return "bad meta.json"
+    if meta.get("format") != sc["format"] or meta.get("dump_level") != sc["dump_level"]:
+        return "format/dump level changed"
+    if meta.get("release") != releases[sc["kernel"]]:
+        return f"kernel {meta.get('release')} -> {releases[sc['kernel']]}"
+    if meta.get("inputs") != inputs_hash(sc):
+        return "scenario or crashpoc changed"
+    if not Path(meta.get("vmlinux", "")).exists():
+        return "debug info missing"
+    return "done"
+
+
+def build_one(sc: dict, cache: Path) -> dict:
+    name = sc["name"]
+    k = kernels.prepare(sc["kernel"], cache, CRASHPOC_SRC)
+    main_base, probe = guest.build_initrds(k, k.root / "initrd")
+    accel = guest.probe_accel(k, probe, cache)
+    out = cache / "vmcores" / name
+    out.mkdir(parents=True, exist_ok=True)
+    failed_log = out / "console-failed.log"
+    failed_log.unlink(missing_ok=True)
+    work = guest.tempdir(cache / "vmcores" / ".work")
+    console = work / "console.log"
+    try:
+        initrd = guest.scenario_initrd(main_base, sc, work / "initrd.cpio")
+        try:
+            disk, seconds = guest.boot_and_capture(k, sc, initrd, accel, work, console)
+            tmp = out / f".vmcore.tmp{os.getpid()}"
+            tmp.unlink(missing_ok=True)
+            guest.reassemble(disk, tmp)
+        except guest.GuestError as e:
+            shutil.copy2(console, failed_log) if console.exists() else None
+            raise guest.GuestError(f"{name}: {e}; console log: {failed_log}") from None
+        disk.unlink()
+        missing = [s for s in sc["console"]
+                   if s not in console.read_text(errors="replace")]
+        (out / "meta.json").unlink(missing_ok=True)
+        tmp.replace(out / "vmcore")
+        shutil.copy2(console, out / "console.log")
+        k.wait_dbg()
+        meta = {
+            "scenario": name,
+            "series": k.series,
+            "release": k.release,
+            "package_version": k.package_version,
+            "vmlinux": str(k.vmlinux),
+            "debuginfo": [str(k.module_debug_dir), str(k.crashpoc_dir)],
+            "module_ko": str(k.crashpoc_ko) if sc["load_module"] else None,
+            "format": sc["format"],
+            "dump_level": sc["dump_level"],
+            "accel": accel,
+            "seconds": round(seconds, 1),
+            "bytes": (out / "vmcore").stat().st_size,
+            "makedumpfile_version": guest.makedumpfile_version(),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "inputs": inputs_hash(sc),
+            "crashpoc_sha256": kernels.file_sha256(k.crashpoc_ko),
+            "console_missing": missing,
+        }
+        mtmp = out / ".meta.json.tmp"
+        mtmp.write_text(json.dumps(meta, indent=2) + "\n")
+        mtmp.replace(out / "meta.json")
+        return meta
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="make-vmcores",
+        description="Make the real vmcore corpus (fixtures/vmcores/manifest.toml) in "
+                    "$KPM_CACHE or ${XDG_CACHE_HOME:-~/.cache}/kpostmortem.")
+    ap.add_argument("--list", action="store_true", help="list the scenarios and their state")
+    ap.add_argument("--only", action="append", default=[], metavar="NAME",
+                    help="only this scenario (repeatable)")
+    ap.add_argument("--kernel", choices=sorted(kernels.METAPACKAGES), help="only this series")
+    ap.add_argument("--jobs", type=int, default=2, help="parallel QEMU guests (default 2)")
+    ap.add_argument("--force", action="store_true", help="rebuild the selected dumps")
+    args = ap.parse_args(argv)
+
+    scenarios = load_manifest()
+    names = {s["name"] for s in scenarios}
+    unknown = [n for n in args.only if n not in names]
+    if unknown:
+        ap.error(f"unknown scenario(s): {', '.join(unknown)}; see --list")
+    sel = [s for s in scenarios
+           if (not args.only or s["name"] in args.only)
+           and (not args.kernel or s["kernel"] == args.kernel)]
+    cache = cache_root()
+    releases = {series: kernels.resolve(series).release
+                for series in sorted({s["kernel"] for s in sel})}
+
+    if args.list:
+        for s in sel:
+            state = dump_state(s, cache, releases)
+            fmt = f"{s['format']} -d {s['dump_level']}"
+            print(f"{s['name']:<20} {s['kernel']:<5} {s['trigger']:<15} {fmt:<12} "
+                  f"{state:<10} {s['description']}")
+        return 0
+
+    todo = []
+    for s in sel:
+        state = "forced" if args.force else dump_state(s, cache, releases)
+        if state == "done":
+            meta = json.loads((cache / "vmcores" / s["name"] / "meta.json").read_text())
+            print(f"{s['name']:<20} {s['kernel']:<5} {meta['accel']:<4} "
+                  f"{'-':>7} {human(meta['bytes']):>9}  cached", flush=True)
+        else:
+            todo.append(s)
+    if not todo:
+        return 0
+    log(f"{len(todo)} dump(s) to make with {args.jobs} job(s) in {cache}")
+    t0 = time.monotonic()
+    failures = []
+    with cf.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futs = {pool.submit(build_one, s, cache): s for s in todo}
+        for fut in cf.as_completed(futs):
+            s = futs[fut]
+            try:
+                meta = fut.result()
+            except Exception as e:  # noqa: BLE001 - reported per scenario
+                failures.append((s["name"], str(e)))
+                print(f"{s['name']:<20} {s['kernel']:<5} FAILED: {e}", flush=True)
+                continue
+            warn = f"  (console lacks {meta['console_missing']})" if meta["console_missing"] \
+                else ""
+            print(f"{s['name']:<20} {s['kernel']:<5} {meta['accel']:<4} "
+                  f"{meta['seconds']:6.1f}s {human(meta['bytes']):>9}  ok{warn}", flush=True)
+    log(f"done in {time.monotonic() - t0:.0f}s: {len(todo) - len(failures)} ok, "
+        f"{len(failures)} failed")
+    for name, err in failures:
+        print(f"make-vmcores: FAILED {name}: {err}", file=sys.stderr)
+    return 1 if failures else 0
