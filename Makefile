@@ -1,0 +1,24 @@
+# One command to set up and see a verdict on a real dump; one to run the whole test suite.
+PYTHON ?= python3
+JOBS ?= 2
+CACHE ?= $(or $(KPM_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kpostmortem)
+
+.PHONY: setup corpus demo test lint
+
+setup:
+	bash scripts/install-deps
+	$(PYTHON) -m pip install --quiet -e '.[test]'
+
+corpus: setup
+	$(PYTHON) scripts/make-vmcores --jobs $(JOBS)
+
+# Make one real crash dump (NULL pointer write in our test module) and analyse it.
+demo: setup
+	$(PYTHON) scripts/make-vmcores --only null-write
+	$(PYTHON) scripts/analyze-scenario null-write
+
+test: corpus
+	$(PYTHON) -m pytest -q
+
+lint:
+	ruff check src tests scripts

@@ -1,0 +1,99 @@
+"""The ``kpostmortem`` command: thin click front end over the pipeline and the renderers.
+
+Exit codes: 0 verdict, 1 no confident verdict, 2 usage error, 3 dump error,
+4 debug-info error, 5 internal error.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import __version__
+from .errors import ExitCode, KpmError
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  a verdict was reached (confidence >= 0.5)
+  1  the analysis ran but no confident verdict
+  2  usage error (bad options or arguments)
+  3  the dump cannot be opened or is not a kernel crash dump
+  4  debug info missing, unreadable or not matching the dump
+  5  internal error in kpostmortem
+"""
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"kpostmortem: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+
+    def say(msg: str) -> None:
+        click.echo(f"… {msg}", err=True)
+
+    return say
+
+
+@click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kpostmortem")
+def main() -> None:
+    """Kernel crash dump post-mortem: from a vmcore to a root-cause verdict."""
+
+
+debug_options = [
+    click.option("--vmlinux", type=click.Path(dir_okay=False), help="vmlinux with DWARF (e.g. from the -dbg package)."),
+    click.option("--debuginfo", "debuginfo", multiple=True, type=click.Path(),
+                 help="Directory of debug files (module .ko/.ko.debug, .build-id); repeatable."),
+]
+
+
+def with_debug_options(f):
+    for opt in reversed(debug_options):
+        f = opt(f)
+    return f
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("vmcore", type=click.Path())
+@with_debug_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the report here instead of stdout.")
+@click.option("--max-bytes", type=int, default=None, help="Cap the Markdown report at this size (says what it cut).")
+@click.option("--color/--no-color", default=None, help="Colour the text report (default: only on a terminal).")
+def analyze(vmcore: str, vmlinux: str | None, debuginfo: tuple[str, ...], fmt: str, output: str | None,
+            max_bytes: int | None, color: bool | None) -> None:
+    """Analyse VMCORE and print the verdict and the report."""
+    from .pipeline import analyze as run_analysis
+    from .render import render
+
+    try:
+        report = run_analysis(vmcore, vmlinux, debuginfo, progress=_progress(sys.stderr.isatty()),
+                              command=["kpostmortem", *sys.argv[1:]])
+    except KpmError as e:
+        _fail(e.one_line(), e.exit_code)
+        return
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+        return
+    except Exception as e:  # noqa: BLE001 - never a traceback for the user
+        _fail(f"internal error: {type(e).__name__}: {e} (please report with the command line)", ExitCode.INTERNAL)
+        return
+    data = report.to_dict()
+    use_color = color if color is not None else (output is None and sys.stdout.isatty())
+    text = render(data, fmt, color=use_color, max_bytes=max_bytes)
+    if output:
+        with open(output, "w") as f:
+            f.write(text)
+    else:
+        click.echo(text, nl=False)
+    v = report.verdict
+    sys.exit(ExitCode.VERDICT if v.category != "unknown" and v.confidence >= 0.5 else ExitCode.NO_VERDICT)
+
+
+if __name__ == "__main__":
+    main()

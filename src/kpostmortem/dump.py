@@ -1,0 +1,296 @@
+"""Open a vmcore with drgn and load the debug info it needs, checked by build ID.
+
+``open_dump`` is the only place a drgn Program is created for analysis.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import drgn
+
+from .elfinfo import DumpHeader, build_id, read_dump_header
+from .errors import DebugInfoError, DumpError
+
+__all__ = ["DebugInfoStatus", "Dump", "open_dump", "find_vmlinux", "normalize_module_name"]
+
+MODULE_SUFFIXES = (".ko.debug", ".ko", ".ko.xz", ".ko.zst", ".ko.gz")
+
+
+def normalize_module_name(name: str) -> str:
+    """Kernel module names treat ``-`` and ``_`` alike; the kernel stores ``_``."""
+    return name.replace("-", "_")
+
+
+def _module_file_name(path: str) -> str | None:
+    base = os.path.basename(path)
+    for suffix in MODULE_SUFFIXES:
+        if base.endswith(suffix):
+            return normalize_module_name(base[: -len(suffix)])
+    return None
+
+
+@dataclass
+class DebugInfoStatus:
+    """What debug info was found and loaded for a dump."""
+
+    vmlinux: str | None = None
+    """Path of the vmlinux whose DWARF is loaded, or None (degraded mode)."""
+    vmlinux_build_id: str | None = None
+    """Its build ID, checked against the dump's."""
+    dump_build_id: str | None = None
+    """The kernel build ID the dump records (VMCOREINFO), if any."""
+    modules: dict[str, str] = field(default_factory=dict)
+    """Module name → debug file loaded for it."""
+    modules_missing: list[str] = field(default_factory=list)
+    """Modules that mattered to the analysis but had no debug file."""
+    searched: list[str] = field(default_factory=list)
+    """Directories searched for debug files."""
+    seconds: float = 0.0
+    """Time spent loading debug info."""
+
+    @property
+    def degraded(self) -> bool:
+        """True when the kernel's own DWARF is missing."""
+        return self.vmlinux is None
+
+    def to_dict(self) -> dict:
+        return {
+            "vmlinux": self.vmlinux,
+            "vmlinux_build_id": self.vmlinux_build_id,
+            "dump_build_id": self.dump_build_id,
+            "modules": dict(sorted(self.modules.items())),
+            "modules_missing": sorted(self.modules_missing),
+            "degraded": self.degraded,
+        }
+
+
+def _vmlinux_candidates(release: str | None, dirs: Sequence[str], dump_build_id: str | None) -> list[str]:
+    roots = [*dirs, "/"]
+    rel = release or ""
+    out: list[str] = []
+    for root in roots:
+        r = Path(root)
+        if r.is_file():
+            out.append(str(r))
+            continue
+        names = [
+            f"usr/lib/debug/boot/vmlinux-{rel}",
+            f"usr/lib/debug/lib/modules/{rel}/vmlinux",
+            f"boot/vmlinux-{rel}",
+            f"lib/modules/{rel}/build/vmlinux",
+            f"vmlinux-{rel}",
+            "vmlinux",
+        ]
+        if dump_build_id:
+            bid = f".build-id/{dump_build_id[:2]}/{dump_build_id[2:]}"
+            names += [f"usr/lib/debug/{bid}.debug", f"{bid}.debug", f"{bid}"]
+        out.extend(str(r / n) for n in names if release or not n.endswith("-"))
+    return [p for p in dict.fromkeys(out) if os.path.isfile(p)]
+
+
+def find_vmlinux(release: str | None, dirs: Sequence[str], dump_build_id: str | None) -> tuple[str | None, list[str]]:
+    """Find a vmlinux with DWARF for this dump in the given dirs and the standard places.
+
+    Returns (path or None, [paths rejected because their build ID differs]).
+    """
+    rejected = []
+    for path in _vmlinux_candidates(release, dirs, dump_build_id):
+        bid = build_id(path)
+        if dump_build_id and bid and bid != dump_build_id:
+            rejected.append(path)
+            continue
+        return path, rejected
+    return None, rejected
+
+
+class Dump:
+    """An opened vmcore: the drgn Program, the header, and the state of its debug info."""
+
+    def __init__(self, path: str, header: DumpHeader, prog: drgn.Program, debug: DebugInfoStatus,
+                 debuginfo_dirs: Sequence[str]) -> None:
+        self.path = path
+        self.header = header
+        self.prog = prog
+        self.debug = debug
+        self._debuginfo_dirs = list(debuginfo_dirs)
+        self._module_index: dict[str, list[str]] | None = None
+
+    @property
+    def release(self) -> str | None:
+        try:
+            return self.prog["UTS_RELEASE"].string_().decode()
+        except (LookupError, drgn.FaultError):
+            return self.header.release
+
+    @property
+    def arch(self) -> str:
+        platform = self.prog.platform
+        if platform is None:
+            return self.header.machine or "unknown"
+        return {drgn.Architecture.X86_64: "x86_64", drgn.Architecture.AARCH64: "aarch64"}.get(
+            platform.arch, platform.arch.name.lower()
+        )
+
+    def _module_dirs(self) -> list[str]:
+        rel = self.release or ""
+        dirs = list(self._debuginfo_dirs)
+        if rel:
+            dirs += [f"/usr/lib/debug/lib/modules/{rel}", f"/lib/modules/{rel}"]
+        return [d for d in dirs if os.path.isdir(d)]
+
+    def _index_modules(self) -> dict[str, list[str]]:
+        if self._module_index is None:
+            index: dict[str, list[str]] = {}
+            for root in self._module_dirs():
+                self.debug.searched.append(root)
+                for dirpath, _dirs, files in os.walk(root):
+                    for name in files:
+                        mod = _module_file_name(name)
+                        if mod:
+                            index.setdefault(mod, []).append(os.path.join(dirpath, name))
+            # Prefer separate debug files, then plain .ko, then compressed ones.
+            for paths in index.values():
+                paths.sort(key=lambda p: next(i for i, s in enumerate(MODULE_SUFFIXES) if p.endswith(s)))
+            self._module_index = index
+        return self._module_index
+
+    def load_module_debug_info(self, names: Iterable[str]) -> list[str]:
+        """Load DWARF for the named loaded modules, if not loaded yet. Returns the newly loaded."""
+        wanted = {normalize_module_name(n) for n in names} - set(self.debug.modules)
+        if not wanted:
+            return []
+        start = time.perf_counter()
+        index = self._index_modules()
+        by_name: dict[str, drgn.Module] = {}
+        for module, _new in self.prog.loaded_modules():
+            if isinstance(module, drgn.RelocatableModule) and normalize_module_name(module.name) in wanted:
+                by_name[normalize_module_name(module.name)] = module
+        loaded = []
+        for name in sorted(wanted):
+            module = by_name.get(name)
+            if module is None or module.debug_file_status == drgn.ModuleFileStatus.HAVE:
+                if module is not None and module.debug_file_path:
+                    self.debug.modules[name] = module.debug_file_path
+                continue
+            for candidate in index.get(name, []):
+                try:
+                    module.try_file(candidate)
+                except (drgn.MissingDebugInfoError, OSError, ValueError):
+                    continue
+                if module.debug_file_status == drgn.ModuleFileStatus.HAVE:
+                    break
+            if module.debug_file_status != drgn.ModuleFileStatus.HAVE:
+                # Let drgn's standard finders try too (build-id links under --debuginfo dirs).
+                try:
+                    self.prog.load_module_debug_info(module)
+                except drgn.MissingDebugInfoError:
+                    pass
+            if module.debug_file_status == drgn.ModuleFileStatus.HAVE:
+                self.debug.modules[name] = module.debug_file_path or "?"
+                loaded.append(name)
+            elif name not in self.debug.modules_missing:
+                self.debug.modules_missing.append(name)
+        self.debug.seconds += time.perf_counter() - start
+        return loaded
+
+
+def open_dump(
+    path: str,
+    vmlinux: str | None = None,
+    debuginfo: Sequence[str] = (),
+    *,
+    allow_no_debug_info: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Dump:
+    """Open ``path`` as a kernel crash dump and load the kernel's debug info.
+
+    :raises DumpError: the file is not a readable kernel crash dump
+    :raises DebugInfoError: the vmlinux does not match, or none was found and
+        ``allow_no_debug_info`` is false
+    """
+    say = progress or (lambda _msg: None)
+    if os.path.isdir(path):
+        raise DumpError(f"{path}: is a directory, not a dump file")
+    try:
+        header = read_dump_header(path)
+    except FileNotFoundError:
+        raise DumpError(f"{path}: no such file") from None
+    except PermissionError:
+        raise DumpError(f"{path}: permission denied (run as a user who can read the dump)") from None
+    except OSError as e:
+        raise DumpError(f"{path}: cannot read: {e.strerror or e}") from None
+    if header.size == 0:
+        raise DumpError(f"{path}: empty file, not a dump")
+    if header.format == "unknown":
+        raise DumpError(f"{path}: not a kernel crash dump (neither ELF nor makedumpfile's kdump format)")
+    if header.format == "flattened":
+        raise DumpError(
+            f"{path}: makedumpfile flattened stream",
+            hint=f"convert it first: makedumpfile -R {path}.kdump < {path}",
+        )
+    if header.format == "elf" and header.problems and "not a core dump" in header.problems[0]:
+        raise DumpError(f"{path}: {header.problems[0]}")
+
+    prog = drgn.Program()
+    try:
+        prog.set_core_dump(path)
+    except (drgn.FaultError, ValueError, OSError, NotImplementedError) as e:
+        raise DumpError(f"{path}: drgn cannot open it as a kernel dump: {e}") from None
+    if not (prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL):
+        raise DumpError(f"{path}: a core dump, but of a user-space process, not of a Linux kernel")
+
+    debug = DebugInfoStatus(dump_build_id=header.build_id)
+    try:
+        main = prog.main_module()
+        if main.build_id:
+            debug.dump_build_id = main.build_id.hex()
+    except LookupError:
+        main = None
+
+    start = time.perf_counter()
+    if vmlinux is not None:
+        if not os.path.isfile(vmlinux):
+            raise DebugInfoError(f"{vmlinux}: no such vmlinux file")
+        file_bid = build_id(vmlinux)
+        if file_bid is None:
+            raise DebugInfoError(f"{vmlinux}: not an ELF file with a build ID")
+        if debug.dump_build_id and file_bid != debug.dump_build_id:
+            raise DebugInfoError(
+                f"{vmlinux} does not match the dump: its build ID is {file_bid}, "
+                f"the dump's kernel is {debug.dump_build_id}"
+            )
+        chosen = vmlinux
+    else:
+        chosen, rejected = find_vmlinux(header.release, debuginfo, debug.dump_build_id)
+        if chosen is None and rejected:
+            raise DebugInfoError(
+                f"found only vmlinux files of other kernels ({', '.join(rejected[:3])}); "
+                f"the dump's kernel build ID is {debug.dump_build_id}"
+            )
+    if chosen is not None:
+        say(f"loading kernel debug info from {chosen}")
+        try:
+            prog.load_debug_info([chosen])
+        except drgn.MissingDebugInfoError:
+            pass
+        try:
+            main = prog.main_module()
+        except LookupError:
+            main = None
+        if main is not None and main.debug_file_status == drgn.ModuleFileStatus.HAVE:
+            debug.vmlinux = main.debug_file_path or chosen
+            debug.vmlinux_build_id = build_id(chosen)
+        else:
+            raise DebugInfoError(f"{chosen}: drgn could not load kernel debug info from it (no DWARF?)")
+    elif not allow_no_debug_info:
+        raise DebugInfoError(
+            f"no vmlinux with debug info found for kernel {header.release or '?'}",
+            hint="pass --vmlinux FILE (e.g. from the distribution's -dbg/-debuginfo package)",
+        )
+    debug.seconds = time.perf_counter() - start
+    return Dump(path, header, prog, debug, debuginfo)

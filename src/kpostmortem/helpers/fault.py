@@ -1,0 +1,278 @@
+"""Explain the faulting instruction of an exception frame: decode, operand, register, variable.
+
+``explain_fault(prog, trace)`` works in any drgn session; the fault analyzer uses it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import drgn
+from drgn.helpers.common.type import member_at_offset
+
+from ..disasm import Instruction, decode_window, effective_address, register_family
+from ..faultclass import classify_address, decode_pf_error_code, recognize_poison
+
+__all__ = ["FaultExplanation", "Suspect", "explain_fault", "exception_frame_index", "read_code"]
+
+CODE_BEFORE = 64
+CODE_AFTER = 32
+
+
+@dataclass
+class Suspect:
+    """A variable (local or parameter) that held the bad pointer at the faulting PC."""
+
+    name: str
+    """Variable name."""
+    type: str
+    """Its C type."""
+    function: str
+    """Function (possibly inlined) it belongs to."""
+    member: str | None = None
+    """Struct member accessed through it at the operand's displacement."""
+    struct: str | None = None
+    """The pointed-to type."""
+
+
+@dataclass
+class FaultExplanation:
+    """What the trapping instruction tried to do, and with what."""
+
+    frame_index: int
+    """Index of the exception (pt_regs) frame in the trace."""
+    pc: int
+    function: str | None
+    source: str | None
+    registers: dict[str, int] = field(default_factory=dict)
+    instructions: list[dict] = field(default_factory=list)
+    """Decoded window: address, symbol, text, source, trap (bool)."""
+    trap_index: int | None = None
+    trapping_instruction: str | None = None
+    access: str | None = None
+    """"read", "write", "read-write" or None for a non-memory instruction."""
+    operand: str | None = None
+    """The memory operand as written, e.g. ``dword ptr [rbx + 0x18]``."""
+    base_register: str | None = None
+    index_register: str | None = None
+    displacement: int | None = None
+    effective_address: int | None = None
+    fault_address: int | None = None
+    """CR2 / the address the kernel reported."""
+    fault_address_source: str | None = None
+    address_matches: bool | None = None
+    """Effective address == reported fault address."""
+    address_class: dict | None = None
+    poison: str | None = None
+    bad_register: str | None = None
+    """The register that held the bad pointer."""
+    bad_register_value: int | None = None
+    error_code: dict | None = None
+    suspects: list[Suspect] = field(default_factory=list)
+    is_ud2: bool = False
+    code_source: str | None = None
+    """"dump" when the bytes were read from the dump's memory, "debug-file" as fallback."""
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def exception_frame_index(trace: Sequence[drgn.StackFrame]) -> int | None:
+    """Index of the innermost frame whose registers come from an exception (pt_regs)."""
+    for i, frame in enumerate(trace):
+        if frame.interrupted:
+            return i
+    return None
+
+
+def read_code(prog: drgn.Program, pc: int, before: int = CODE_BEFORE, after: int = CODE_AFTER) -> tuple[bytes, int]:
+    """Read instruction bytes around ``pc``: (bytes, start address).
+
+    Shrinks the window when pages are missing from the dump.
+    """
+    for b, a in ((before, after), (before, 16), (32, 16), (0, 16)):
+        try:
+            return prog.read(pc - b, b + a), pc - b
+        except drgn.FaultError:
+            continue
+    raise drgn.FaultError("instruction bytes not in the dump", pc)
+
+
+def _symbolize(prog: drgn.Program, addr: int) -> str:
+    try:
+        sym = prog.symbol(addr)
+    except LookupError:
+        return f"0x{addr:x}"
+    off = addr - sym.address
+    return f"{sym.name}+0x{off:x}" if off else sym.name
+
+
+def _source_of(prog: drgn.Program, addr: int) -> str | None:
+    from ..analyzers.stacktrace import normalize_source_path
+
+    try:
+        locs = prog.source_location(addr)
+    except (LookupError, ValueError):
+        return None
+    try:
+        loc = locs[0]
+    except IndexError:
+        return None
+    return f"{normalize_source_path(loc.filename)}:{loc.line}"
+
+
+def _insn_dict(prog: drgn.Program, insn: Instruction, trap: bool) -> dict:
+    text = f"{insn.mnemonic} {insn.op_str}".strip()
+    target = None
+    if insn.branch_target is not None:
+        target = _symbolize(prog, insn.branch_target)
+    return {
+        "address": insn.address,
+        "symbol": _symbolize(prog, insn.address),
+        "bytes": insn.bytes.hex(),
+        "text": text,
+        "target": target,
+        "source": _source_of(prog, insn.address),
+        "trap": trap,
+    }
+
+
+def _pointer_suspects(trace: Sequence[drgn.StackFrame], first: int, last: int, value: int,
+                      disp: int, size: int) -> list[Suspect]:
+    """Variables of frames first..last (an inline chain at one PC) that are pointers equal to value."""
+    found: list[tuple[int, Suspect]] = []
+    for i in range(first, last + 1):
+        frame = trace[i]
+        func = frame.function_name or frame.name or "?"
+        try:
+            names = frame.locals()
+        except (LookupError, ValueError):
+            continue
+        for name in names:
+            try:
+                obj = frame[name]
+                if obj.absent_:
+                    continue
+                t = obj.type_.unaliased()
+                if t.kind != drgn.TypeKind.POINTER or obj.value_() != value:
+                    continue
+            except (drgn.FaultError, LookupError, ValueError, TypeError, drgn.ObjectAbsentError):
+                continue
+            target = t.type.unaliased()
+            member = None
+            score = 0
+            if target.kind in (drgn.TypeKind.STRUCT, drgn.TypeKind.UNION, drgn.TypeKind.CLASS):
+                try:
+                    member = member_at_offset(target, disp)
+                    if not member.startswith("<"):
+                        score = 2
+                        try:
+                            if drgn.sizeof(target.member(member.split(".")[0].split("[")[0]).type) == size:
+                                score = 3
+                        except (LookupError, ValueError, TypeError):
+                            pass
+                except (TypeError, ValueError):
+                    member = None
+            suspect = Suspect(
+                name=name,
+                type=str(obj.type_.type_name()),
+                function=func,
+                member=member,
+                struct=str(target.type_name()) if member else None,
+            )
+            found.append((score, suspect))
+    found.sort(key=lambda x: -x[0])
+    if found and found[0][0] > 0:
+        best = found[0][0]
+        return [s for sc, s in found if sc == best]
+    return [s for _, s in found]
+
+
+def explain_fault(
+    prog: drgn.Program,
+    trace: Sequence[drgn.StackFrame],
+    fault_address: int | None = None,
+    fault_address_source: str | None = None,
+    error_code: int | None = None,
+) -> FaultExplanation | None:
+    """Decode and explain the instruction that trapped in the innermost exception frame.
+
+    :param trace: the crashed thread's stack trace (``prog.crashed_thread().stack_trace()``
+        or a ``LinuxKernelStack``)
+    :param fault_address: CR2 or the address the kernel's oops message reported, if known
+    :param error_code: the page-fault error code, if known
+    :return: None when the trace has no exception frame (e.g. a plain ``panic()``)
+    """
+    idx = exception_frame_index(trace)
+    if idx is None:
+        return None
+    frame = trace[idx]
+    # The inline chain sharing this PC starts at the outermost inline frame before idx.
+    first = idx
+    while first > 0 and trace[first - 1].is_inline and trace[first - 1].pc == frame.pc:
+        first -= 1
+    pc = frame.pc
+    regs = {k.lower(): v for k, v in frame.registers().items()}
+    ex = FaultExplanation(
+        frame_index=first,
+        pc=pc,
+        function=trace[first].function_name or trace[first].name,
+        source=_source_of(prog, pc),
+        registers=regs,
+        fault_address=fault_address,
+        fault_address_source=fault_address_source,
+    )
+    if error_code is not None:
+        ex.error_code = asdict(decode_pf_error_code(error_code)) | {
+            "text": decode_pf_error_code(error_code).describe()
+        }
+    try:
+        code, start = read_code(prog, pc)
+        ex.code_source = "dump"
+    except drgn.FaultError as e:
+        ex.problems.append(f"instruction bytes at 0x{pc:x} not readable: {e}")
+        return ex
+    insns, trap = decode_window(code, start, pc, before=6, after=4)
+    ex.instructions = [_insn_dict(prog, insn, i == trap) for i, insn in enumerate(insns)]
+    ex.trap_index = trap
+    if trap is None:
+        ex.problems.append("the faulting PC does not start a whole instruction")
+        return ex
+    insn = insns[trap]
+    ex.trapping_instruction = f"{insn.mnemonic} {insn.op_str}".strip()
+    from ..disasm import is_ud2
+
+    ex.is_ud2 = is_ud2(insn)
+    mem = insn.mem
+    if mem is None:
+        return ex
+    ex.access = mem.access
+    ex.base_register = mem.base
+    ex.index_register = mem.index
+    ex.displacement = mem.disp
+    ops = [o.strip() for o in insn.op_str.split(",")]
+    ex.operand = next((o for o in ops if "[" in o), None)
+    next_pc = insn.address + insn.size
+    ex.effective_address = effective_address(mem, regs, next_pc=next_pc)
+    target = ex.fault_address if ex.fault_address is not None else ex.effective_address
+    if ex.fault_address is not None and ex.effective_address is not None:
+        ex.address_matches = ex.fault_address == ex.effective_address
+    if target is not None:
+        ex.address_class = asdict(classify_address(target))
+    # The register that held the bad pointer: the base (or index) register whose value makes
+    # the effective address bad.
+    for reg in (mem.base, mem.index):
+        if reg and reg not in ("rip",):
+            family = register_family(reg)
+            value = regs.get(family)
+            if value is None:
+                continue
+            ex.bad_register = family
+            ex.bad_register_value = value
+            ex.poison = recognize_poison(value)
+            break
+    if ex.bad_register_value is not None and mem.base and ex.bad_register == register_family(mem.base):
+        ex.suspects = _pointer_suspects(trace, first, idx, ex.bad_register_value, mem.disp, mem.size)
+    return ex

@@ -1,0 +1,61 @@
+"""Formatting shared by the human renderers: sizes, addresses, the trace and instruction lines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def hexa(v: int | None) -> str:
+    return "?" if v is None else f"0x{v:x}"
+
+
+def size_text(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def frame_lines(report: dict[str, Any], limit: int | None = None) -> list[str]:
+    """Call-trace lines: index, symbol, source, [module], markers, segment changes."""
+    stack = report.get("stack") or {}
+    frames = stack.get("frames", [])
+    guilty = (report.get("verdict") or {}).get("guilty_frame")
+    lines = []
+    seg = None
+    shown = frames if limit is None else frames[:limit]
+    for f in shown:
+        if f.get("segment") != seg:
+            if seg is not None:
+                lines.append(f"      ── {f.get('segment') or '?'} stack ──")
+            seg = f.get("segment")
+        marks = []
+        if f.get("interrupted"):
+            marks.append("← exception frame")
+        if f.get("inline"):
+            marks.append("(inlined)")
+        if f.get("index") == guilty:
+            marks.append("◀ guilty")
+        mod = f"[{f['module']}]" if f.get("module") else ""
+        lines.append(
+            f"  #{f['index']:<3d}{f['symbol']:<38s} {f.get('source') or '':<34s} {mod:<12s} {' '.join(marks)}".rstrip()
+        )
+    if limit is not None and len(frames) > limit:
+        lines.append(f"  … {len(frames) - limit} more frames (full trace in --format json)")
+    return lines
+
+
+def insn_lines(fault: dict[str, Any]) -> list[str]:
+    out = []
+    for i in fault.get("instructions", []):
+        mark = "→ " if i.get("trap") else "  "
+        target = f"   ; {i['target']}" if i.get("target") else ""
+        comment = ""
+        if i.get("trap") and fault.get("bad_register"):
+            reg = fault["bad_register"]
+            comment = f"   ; {reg} = {hexa((fault.get('registers') or {}).get(reg))}"
+        out.append(f"  {mark}{i['symbol']:<36s} {i['text']}{target}{comment}")
+    return out

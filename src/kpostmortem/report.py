@@ -1,0 +1,140 @@
+"""The report: plain data that every front end and renderer works from.
+
+Analyzers fill its sections, the verdict engine reads them, renderers read ``to_dict()``.
+No drgn objects live here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Frame:
+    """One frame of a stack trace, as data."""
+
+    index: int
+    """Position in the trace, 0 = innermost."""
+    function: str | None
+    """Function name (inline frames name the inlined function), None if unknown."""
+    offset: int | None = None
+    """PC offset from the function's symbol start."""
+    size: int | None = None
+    """Size of the function's symbol."""
+    pc: int | None = None
+    """Program counter (not stable across boots: KASLR)."""
+    sp: int | None = None
+    """Stack pointer of the frame."""
+    source: str | None = None
+    """``file:line`` where debug info has it."""
+    module: str | None = None
+    """Loadable module owning the PC, None for core kernel."""
+    inline: bool = False
+    """True for an inlined call (shares the PC of the frame after it)."""
+    interrupted: bool = False
+    """True when this frame's registers come from an exception or interrupt (pt_regs)."""
+    segment: str | None = None
+    """Stack kind the frame runs on: TASK, IRQ, SOFTIRQ, NMI, EXCEPTION, UNKNOWN."""
+
+    @property
+    def symbol(self) -> str:
+        if self.function is None:
+            return f"0x{self.pc:x}" if self.pc is not None else "??"
+        return self.function + (f"+0x{self.offset:x}" if self.offset is not None else "")
+
+
+@dataclass
+class Evidence:
+    """One fact supporting the verdict, tied to where it was read."""
+
+    kind: str
+    """"log", "register", "instruction", "memory", "stack", "module", "state", "debuginfo"."""
+    text: str
+    """The fact, in one line."""
+    source: str | None = None
+    """Where it was read (log line, pt_regs, DWARF…)."""
+    agrees: bool = True
+    """False for a fact that weakens or contradicts the verdict."""
+
+
+@dataclass
+class Verdict:
+    """The root-cause verdict (see VERDICTS.md)."""
+
+    category: str = "unknown"
+    title: str = "unknown crash"
+    function: str | None = None
+    module: str | None = None
+    source: str | None = None
+    confidence: float = 0.0
+    signature: str = ""
+    evidence: list[Evidence] = field(default_factory=list)
+    explanation: str | None = None
+    """One or two sentences saying what happened, in words."""
+    culprit: dict[str, Any] | None = None
+    """Culprit module details (taints, out-of-tree…), when the guilty code is in a module."""
+    guilty_frame: int | None = None
+    """Index of the guilty frame in the crashed task's trace."""
+    degraded: bool = False
+    """True when made without the kernel's DWARF."""
+    missing: list[str] = field(default_factory=list)
+    """What the verdict could not see (failed analyzers, unread memory)."""
+
+
+@dataclass
+class Outcome:
+    """How one analyzer ended: ok, skipped (why) or failed (the error)."""
+
+    name: str
+    status: str
+    detail: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class Report:
+    """Everything kpostmortem found in one dump."""
+
+    tool: dict[str, Any] = field(default_factory=dict)
+    dump: dict[str, Any] = field(default_factory=dict)
+    debug_info: dict[str, Any] = field(default_factory=dict)
+    verdict: Verdict = field(default_factory=Verdict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    crashed_task: dict[str, Any] = field(default_factory=dict)
+    stack: dict[str, Any] = field(default_factory=dict)
+    frames: list[Frame] = field(default_factory=list)
+    fault: dict[str, Any] = field(default_factory=dict)
+    stack_checks: dict[str, Any] = field(default_factory=dict)
+    modules: dict[str, Any] = field(default_factory=dict)
+    log: dict[str, Any] = field(default_factory=dict)
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON contract: ``schema_version`` first, the verdict next, then the sections."""
+        stack = dict(self.stack)
+        stack["frames"] = [_frame_dict(f) for f in self.frames]
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "tool": self.tool,
+            "verdict": dataclasses.asdict(self.verdict),
+            "dump": self.dump,
+            "debug_info": self.debug_info,
+            "summary": self.summary,
+            "crashed_task": self.crashed_task,
+            "fault": self.fault,
+            "stack": stack,
+            "stack_checks": self.stack_checks,
+            "modules": self.modules,
+            "log": self.log,
+            "analyzers": [dataclasses.asdict(o) for o in self.outcomes],
+        }
+
+
+def _frame_dict(frame: Frame) -> dict[str, Any]:
+    d = dataclasses.asdict(frame)
+    d["symbol"] = frame.symbol
+    return d

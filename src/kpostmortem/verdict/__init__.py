@@ -1,0 +1,5 @@
+"""Verdict engine: rules over the report's sections (no drgn) → one Verdict."""
+
+from .engine import decide
+
+__all__ = ["decide"]

@@ -1,0 +1,369 @@
+"""Weigh the report's sections into one Verdict: category, guilty frame, confidence, evidence.
+
+Pure rules over plain data: the log's crash records, the crashed stack, the decoded fault,
+the stack checks and the module list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..report import Evidence, Frame, Report, Verdict
+from .frames import base_name, choose_guilty, is_plumbing
+from .titles import make_signature, make_title
+
+__all__ = ["decide", "category_of_record"]
+
+NULL_WINDOW = 0x10000
+CONFIDENT = 0.5
+
+# Log record kinds that describe a crash rather than the panic that followed it.
+_RECORD_CATEGORY = {
+    "null-deref": "null-pointer-dereference",
+    "page-fault": "bad-page-fault",
+    "gpf": "general-protection-fault",
+    "bug": "bug-assertion",
+    "warning": "warning-escalated",
+    "soft-lockup": "soft-lockup",
+    "hard-lockup": "hard-lockup",
+    "hung-task": "hung-task",
+    "rcu-stall": "rcu-stall",
+    "double-fault": "stack-overflow",
+    "stack-guard": "stack-overflow",
+    "stack-corruption": "stack-corruption",
+    "stack-protector": "stack-corruption",
+    "oom": "out-of-memory",
+    "list-corruption": "memory-corruption",
+    "invalid-opcode": "invalid-opcode",
+    "divide-error": "divide-error",
+    "sysrq": "deliberate-crash",
+    "mce": "hardware-error",
+}
+
+# Panic messages that name their cause.
+_PANIC_MESSAGE_CATEGORY = (
+    ("sysrq triggered crash", "deliberate-crash"),
+    ("corrupted stack end", "stack-corruption"),
+    ("stack-protector", "stack-corruption"),
+    ("softlockup", "soft-lockup"),
+    ("hard lockup", "hard-lockup"),
+    ("hardlockup", "hard-lockup"),
+    ("hung_task", "hung-task"),
+    ("hung task", "hung-task"),
+    ("out of memory", "out-of-memory"),
+    ("deadlocked on memory", "out-of-memory"),
+    ("panic_on_warn", "warning-escalated"),
+    ("double fault", "stack-overflow"),
+)
+
+_DUMP_MODE_CATEGORY = {
+    "sysrq": "deliberate-crash",
+    "double-fault": "stack-overflow",
+    "stack-end-check": "stack-corruption",
+    "stack-protector": "stack-corruption",
+    "warn-escalated": "warning-escalated",
+    "oom": "out-of-memory",
+    "explicit-panic": "explicit-panic",
+    "bug": "bug-assertion",
+}
+
+_ESCALATION_MESSAGES = ("fatal exception", "fatal exception in interrupt", "fatal machine check")
+
+
+def category_of_record(rec: dict) -> str | None:
+    """The category a log record implies on its own, or None for a mere escalation."""
+    kind = rec.get("kind")
+    if kind == "panic":
+        msg = (rec.get("panic_message") or "").lower()
+        if rec.get("escalates") is not None or msg.strip() in _ESCALATION_MESSAGES:
+            return None
+        for needle, cat in _PANIC_MESSAGE_CATEGORY:
+            if needle in msg:
+                return cat
+        return "explicit-panic"
+    if kind == "page-fault":
+        addr = rec.get("fault_address")
+        if addr is not None and addr < NULL_WINDOW:
+            return "null-pointer-dereference"
+    return _RECORD_CATEGORY.get(kind or "")
+
+
+def _primary_record(records: list[dict]) -> tuple[dict | None, int]:
+    """The record that started the crash: the first fatal one; escalated warnings count."""
+    escalated = {r.get("escalates") for r in records if r.get("kind") == "panic"}
+    for i, rec in enumerate(records):
+        if rec.get("kind") == "warning" and i not in escalated:
+            continue  # a WARN that did not panic is context, not the cause
+        if category_of_record(rec) is not None:
+            return rec, i
+    return None, -1
+
+
+@dataclass
+class _Decision:
+    category: str = "unknown"
+    frames: list[Frame] = field(default_factory=list)
+    guilty: Frame | None = None
+    function: str | None = None
+    module: str | None = None
+    source: str | None = None
+    message: str | None = None
+    score: float = 0.2
+    evidence: list[Evidence] = field(default_factory=list)
+
+    def add(self, kind: str, text: str, source: str | None = None, weight: float = 0.0,
+            agrees: bool = True) -> None:
+        self.evidence.append(Evidence(kind, text, source, agrees))
+        self.score += weight
+
+
+def _hex(v: int | None) -> str:
+    return "?" if v is None else f"0x{v:x}"
+
+
+def _rec_is_current(rec: dict, report: Report) -> bool:
+    """Whether the log record describes the crash on the crashed task's stack."""
+    task = report.crashed_task
+    if rec.get("pid") is not None and task.get("pid") is not None and rec["pid"] != task["pid"]:
+        return False
+    records = report.log.get("records", [])
+    later = [r for r in records[rec.get("index", 0) + 1 :] if category_of_record(r) is not None]
+    return not later
+
+
+def _guilty_from_trace(d: _Decision, report: Report) -> None:
+    cat = d.category
+    skip_sched = cat in ("stack-corruption", "hung-task")
+    skip_irq = cat in ("soft-lockup", "hard-lockup", "rcu-stall", "hung-task")
+    frames = report.frames
+    if cat == "stack-corruption":
+        # The stack-end check fires inside schedule(): the suspect is the task's own code.
+        d.guilty = choose_guilty(frames, skip_scheduler=True, skip_interrupt=True)
+    else:
+        d.guilty = choose_guilty(frames, skip_scheduler=skip_sched, skip_interrupt=skip_irq)
+    if cat == "deliberate-crash":
+        d.guilty = next((f for f in frames if f.function == "sysrq_handle_crash"), d.guilty)
+    if d.guilty is not None:
+        d.function = base_name(d.guilty.function)
+        d.module = d.guilty.module
+        d.source = d.guilty.source
+
+
+def _guilty_from_record(d: _Decision, rec: dict) -> None:
+    rip = rec.get("rip")
+    if rip and rip.get("function") and not is_plumbing(base_name(rip["function"]) or ""):
+        d.function = base_name(rip["function"])
+        d.module = rip.get("module")
+        d.source = rec.get("rip_source")
+        return
+    for name in rec.get("call_trace", []):
+        b = base_name(name)
+        if b and not is_plumbing(b):
+            d.function = b
+            return
+
+
+def _fault_evidence(d: _Decision, report: Report) -> None:
+    fault = report.fault
+    if not fault:
+        return
+    insn = fault.get("trapping_instruction")
+    if insn:
+        regs = fault.get("registers", {})
+        reg = fault.get("bad_register")
+        regtxt = f", {reg} = {_hex(regs.get(reg))}" if reg else ""
+        d.add("instruction", f"trapping instruction: {insn}{regtxt}", "decoded at the faulting PC")
+    ea, fa = fault.get("effective_address"), fault.get("fault_address")
+    if ea is not None and fa is not None:
+        if ea == fa:
+            d.add("instruction", f"effective address {_hex(ea)} = reported fault address",
+                  "operand arithmetic on pt_regs vs CR2", 0.1)
+        else:
+            d.add("instruction", f"effective address {_hex(ea)} ≠ reported fault address {_hex(fa)}",
+                  "operand arithmetic on pt_regs vs CR2", -0.05, agrees=False)
+    cls = fault.get("address_class") or {}
+    kind = cls.get("kind")
+    if kind:
+        agrees = {
+            "null-pointer-dereference": kind in ("null", "near-null"),
+            "general-protection-fault": kind in ("non-canonical", "poison"),
+            "bad-page-fault": kind not in ("null", "near-null"),
+        }.get(d.category)
+        if agrees is not None:
+            d.add("register", f"address class: {cls.get('description')}", "fault address",
+                  0.05 if agrees else -0.1, agrees=agrees)
+    for s in fault.get("suspects", [])[:2]:
+        member = f"`{s['name']}->{s['member']}` ({s['struct']})" if s.get("member") else f"`{s['name']}`"
+        d.add("debuginfo", f"{fault.get('bad_register')} holds {member} in {s['function']}()",
+              "DWARF location of the variable at this PC", 0.03)
+    if fault.get("poison"):
+        d.add("memory", f"bad pointer is a poison value: {fault['poison']}", "register value")
+    ec = fault.get("error_code")
+    if ec:
+        d.add("register", f"page-fault error code {_hex(ec.get('raw'))}: {ec.get('text')}", "oops message")
+    if fault.get("is_ud2") and d.category in ("bug-assertion", "warning-escalated"):
+        d.add("instruction", "ud2 at the faulting PC (BUG()/WARN() trap)", "decoded at the faulting PC", 0.05)
+
+
+def decide(report: Report) -> Verdict:
+    """Weigh the report's sections into a Verdict."""
+    d = _Decision()
+    records = report.log.get("records", [])
+    summary = report.summary
+    how = (summary.get("how") or {}).get("mode", "unknown")
+    primary, pidx = _primary_record(records)
+
+    # 1. Category: the log's first fatal record, checked against the dump's own crash path.
+    if primary is not None:
+        d.category = category_of_record(primary) or "unknown"
+        d.message = primary.get("panic_message") or primary.get("headline")
+        d.add("log", primary.get("headline", ""), f"printk log, record {pidx + 1} of {len(records)}", 0.5)
+        if primary.get("kind") == "panic" and primary.get("panic_message"):
+            d.message = primary["panic_message"]
+    elif how in _DUMP_MODE_CATEGORY:
+        d.category = _DUMP_MODE_CATEGORY[how]
+        d.add("state", f"crash path on the crashed stack: {summary['how']['description']}",
+              "dump state (no crash record in the log)", 0.4)
+    elif report.fault:
+        cls = (report.fault.get("address_class") or {}).get("kind")
+        if report.fault.get("is_ud2"):
+            d.category = "bug-assertion"
+        elif cls in ("null", "near-null"):
+            d.category = "null-pointer-dereference"
+        elif cls in ("non-canonical", "poison"):
+            d.category = "general-protection-fault"
+        elif report.fault.get("effective_address") is not None:
+            d.category = "bad-page-fault"
+        if d.category != "unknown":
+            d.add("instruction", "category inferred from the decoded fault (no crash record in the log)",
+                  "dump state", 0.35)
+    if how in _DUMP_MODE_CATEGORY and d.category == _DUMP_MODE_CATEGORY[how] and primary is not None:
+        d.add("state", f"dump state agrees: {summary['how']['description']}", "crashed stack", 0.1)
+    if d.category == "stack-corruption" or report.stack_checks.get("crashed_task_canary_damaged"):
+        damaged = report.stack_checks.get("canaries_damaged", [])
+        if damaged:
+            names = ", ".join(f"{c['comm']}[{c['pid']}]" for c in damaged[:3])
+            d.add("memory", f"stack-end canary (STACK_END_MAGIC) overwritten in {names}",
+                  "end_of_stack() of every task", 0.15 if d.category == "stack-corruption" else 0.0)
+            if d.category == "unknown":
+                d.category = "stack-corruption"
+
+    # 2. The guilty frame: from the crashed stack when the primary record is this crash,
+    # otherwise from the (earlier) record's own RIP.
+    current = primary is None or _rec_is_current(primary, report)
+    if current and report.frames:
+        _guilty_from_trace(d, report)
+        if primary is not None:
+            rip = (primary.get("rip") or {}).get("function")
+            if rip and d.guilty is not None:
+                if base_name(rip) == d.function:
+                    d.add("stack", f"crashed stack's {'exception frame' if d.guilty.interrupted else 'frame'} "
+                          f"is in {d.function}, as the oops's RIP says", "drgn unwind of the dump", 0.15)
+                elif report.frames and base_name(report.frames[0].function) == base_name(rip):
+                    d.add("stack", f"exception frame {rip} matches the oops's RIP", "drgn unwind", 0.1)
+            elif d.guilty is not None and primary.get("kind") == "panic":
+                d.add("stack", f"panic() called from {d.function}", "drgn unwind of the dump", 0.15)
+    elif primary is not None:
+        _guilty_from_record(d, primary)
+        later = [r for r in records[pidx + 1 :] if category_of_record(r)]
+        if later:
+            d.add("log", f"the dump was taken at a later crash ({later[-1].get('headline')}); "
+                  "the first one is the root", "printk log order", 0.0)
+
+    # 3. Supporting facts.
+    _fault_evidence(d, report)
+    if d.guilty is not None and d.guilty.source:
+        d.score += 0.05
+    if primary is not None and primary.get("bug_file"):
+        d.add("log", f"assertion at {primary['bug_file']}:{primary.get('bug_line')}", "kernel BUG/WARNING line")
+        if d.category in ("bug-assertion", "warning-escalated") and not d.source:
+            d.source = f"{primary['bug_file']}:{primary.get('bug_line')}"
+
+    culprit = _culprit(report, d.module)
+    if culprit:
+        words = ", ".join(culprit["taint_names"]) or "no taints"
+        d.add("module", f"guilty code is in module {d.module} ({words})", "module list")
+
+    degraded = bool(report.debug_info.get("degraded"))
+    if degraded:
+        d.score -= 0.15
+    missing = [f"{o.name}: {o.detail}" for o in report.outcomes if o.status == "failed"]
+    d.score -= 0.1 * sum(1 for o in report.outcomes if o.status == "failed" and o.name in ("stack", "log"))
+    if d.category == "unknown":
+        d.score = min(d.score, 0.3)
+
+    confidence = round(max(0.05, min(0.99, d.score)), 2)
+    ctx_frames = _context_frames(report.frames, d.guilty)
+    return Verdict(
+        category=d.category,
+        title=make_title(d.category, d.function, d.module, d.message),
+        function=d.function,
+        module=d.module,
+        source=d.source,
+        confidence=confidence,
+        signature=make_signature(d.category, d.function, d.module, ctx_frames),
+        evidence=d.evidence,
+        explanation=_explain(d, report),
+        culprit=culprit,
+        guilty_frame=d.guilty.index if d.guilty is not None else None,
+        degraded=degraded,
+        missing=missing,
+    )
+
+
+def _context_frames(frames: list[Frame], guilty: Frame | None) -> list[str]:
+    if guilty is None:
+        return []
+    out = []
+    for f in frames[guilty.index + 1 :]:
+        name = base_name(f.function)
+        if name and not is_plumbing(name) and name not in out:
+            out.append(name)
+        if len(out) == 3:
+            break
+    return out
+
+
+def _culprit(report: Report, module: str | None) -> dict[str, Any] | None:
+    if not module:
+        return None
+    for m in report.modules.get("loaded", []):
+        if m["name"] == module:
+            return {
+                "name": module,
+                "taints": m.get("taints", ""),
+                "taint_names": m.get("taint_names", []),
+                "out_of_tree": "O" in m.get("taints", ""),
+                "unsigned": "E" in m.get("taints", ""),
+                "proprietary": "P" in m.get("taints", ""),
+                "version": m.get("version"),
+                "srcversion": m.get("srcversion"),
+            }
+    return {"name": module, "taints": None, "taint_names": [], "out_of_tree": None,
+            "unsigned": None, "proprietary": None}
+
+
+def _explain(d: _Decision, report: Report) -> str | None:
+    f = report.fault or {}
+    where = f"{d.function}()" if d.function else "unknown code"
+    if d.category == "null-pointer-dereference":
+        acc = {"write": "wrote to", "read": "read from"}.get(f.get("access") or "", "accessed")
+        addr = f.get("fault_address", f.get("effective_address"))
+        through = ""
+        if f.get("suspects"):
+            s = f["suspects"][0]
+            through = f" through `{s['name']}` == NULL" + (f" (member `{s['member']}`)" if s.get("member") else "")
+        return f"{where} {acc} address {_hex(addr)}{through}."
+    if d.category == "general-protection-fault":
+        return f"{where} used a non-canonical pointer ({_hex(f.get('bad_register_value'))})" + (
+            f", a poison value: {f['poison']}." if f.get("poison") else ".")
+    if d.category == "bad-page-fault":
+        return f"{where} touched {_hex(f.get('fault_address'))}, which has no valid mapping."
+    if d.category == "stack-overflow":
+        return f"{where} ran the kernel stack past its end (guard page hit)."
+    if d.category == "stack-corruption":
+        return f"the stack-end canary was overwritten; {where} was running on that stack."
+    if d.category == "explicit-panic":
+        return f"{where} called panic(): {d.message}"
+    return None

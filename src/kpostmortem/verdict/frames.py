@@ -1,0 +1,107 @@
+"""Guilty-frame choice: skip reporting machinery and generic helpers to find the suspect.
+
+The skip lists are documented in docs/verdicts.md; each entry is a function name or a prefix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from ..report import Frame
+
+__all__ = ["base_name", "choose_guilty", "PLUMBING", "INTERRUPT_PLUMBING", "SCHEDULER", "HELPERS"]
+
+_SUFFIX = re.compile(r"(\.(cold|constprop|isra|part|llvm|lto_priv|localalias|specialized)(\.\d+)?)+$")
+
+
+def base_name(name: str | None) -> str | None:
+    """``foo.constprop.0.isra.0`` → ``foo``: gcc's split or cloned symbols name their function."""
+    if name is None:
+        return None
+    return _SUFFIX.sub("", name)
+
+
+# Panic, oops and exception plumbing: never the culprit.
+PLUMBING = frozenset({
+    "crash_setup_regs", "__crash_kexec", "crash_kexec", "machine_crash_shutdown",
+    "panic", "vpanic", "nmi_panic", "die", "die_addr", "__die", "__die_body", "oops_end", "oops_begin",
+    "do_trap", "do_error_trap", "handle_bug", "report_bug", "page_fault_oops",
+    "kernelmode_fixup_or_oops", "__bad_area_nosemaphore", "bad_area_nosemaphore",
+    "do_user_addr_fault", "do_kern_addr_fault", "handle_page_fault", "no_context",
+    "spurious_kernel_fault", "fixup_exception", "check_panic_on_warn", "__warn", "warn_slowpath_fmt",
+    "dump_stack", "dump_stack_lvl", "show_stack", "show_regs", "handle_stack_overflow",
+    "__stack_chk_fail", "die_body",
+})
+PLUMBING_PREFIXES = ("exc_", "asm_exc_", "__exc_")
+
+# Interrupt entry and the watchdogs that fire from it: the suspect is what they interrupted.
+INTERRUPT_PLUMBING = frozenset({
+    "watchdog_timer_fn", "watchdog_overflow_callback", "__hrtimer_run_queues", "hrtimer_interrupt",
+    "__sysvec_apic_timer_interrupt", "sysvec_apic_timer_interrupt", "asm_sysvec_apic_timer_interrupt",
+    "irq_exit_rcu", "__irq_exit_rcu", "__run_hrtimer", "perf_event_nmi_handler", "nmi_handle",
+    "default_do_nmi", "exc_nmi", "asm_exc_nmi", "__perf_event_overflow", "perf_event_overflow",
+    "handle_irq_event", "common_interrupt", "asm_common_interrupt",
+    "rcu_sched_clock_irq", "update_process_times", "tick_sched_handle", "tick_sched_timer",
+    "print_cpu_stall", "check_cpu_stall", "rcu_pending", "watchdog", "hung_task_panic",
+    "check_hung_uninterruptible_tasks", "check_hung_task", "kthread", "ret_from_fork",
+    "ret_from_fork_asm",
+})
+
+# Scheduler, sleep, wait and lock primitives: for checks that fire inside schedule() and for
+# hangs, the suspect is the code that went to sleep.
+SCHEDULER = frozenset({
+    "__schedule_bug", "schedule_debug", "__schedule", "schedule", "schedule_timeout",
+    "schedule_preempt_disabled", "schedule_hrtimeout_range_clock", "schedule_hrtimeout_range",
+    "msleep", "msleep_interruptible", "usleep_range_state", "do_nanosleep", "hrtimer_nanosleep",
+    "io_schedule", "io_schedule_timeout", "wait_for_completion", "wait_for_common",
+    "__wait_for_common", "do_wait_for_common", "wait_for_completion_timeout",
+    "mutex_lock", "__mutex_lock", "__mutex_lock_slowpath", "mutex_lock_nested",
+    "down", "__down", "__down_common", "down_read", "down_write", "rwsem_down_read_slowpath",
+    "rwsem_down_write_slowpath", "_raw_spin_lock", "_raw_spin_lock_irqsave", "queued_spin_lock_slowpath",
+    "native_queued_spin_lock_slowpath", "preempt_schedule", "preempt_schedule_common",
+    "__cond_resched", "prepare_to_wait_event", "finish_wait", "cpu_relax",
+})
+
+# Generic helpers: a fault inside them is usually the caller's bug (for the title).
+HELPERS = frozenset({
+    "memcpy", "memset", "memmove", "memcmp", "__memcpy", "__memset", "__memmove", "memcpy_orig",
+    "memcpy_erms", "memset_erms", "memset_orig", "strcpy", "strncpy", "strlen", "strnlen",
+    "strcmp", "strncmp", "strscpy", "strcat", "sprintf", "snprintf", "vsnprintf",
+    "copy_user_generic_string", "copy_user_enhanced_fast_string", "rep_movs_alternative",
+    "__list_add_valid", "__list_del_entry_valid", "__list_add_valid_or_report",
+    "__list_del_entry_valid_or_report", "list_del", "list_add",
+    "kfree", "kmem_cache_free", "__kmem_cache_free", "slab_free", "__slab_free", "do_slab_free",
+    "kmalloc", "__kmalloc", "kmem_cache_alloc", "___slab_alloc", "__kmalloc_node",
+    "vfree", "__vunmap", "kvfree",
+})
+
+
+def is_plumbing(name: str) -> bool:
+    return name in PLUMBING or name.startswith(PLUMBING_PREFIXES)
+
+
+def choose_guilty(frames: Sequence[Frame], *, skip_scheduler: bool = False,
+                  skip_interrupt: bool = False, skip_helpers: bool = True) -> Frame | None:
+    """The first frame that is not reporting or helper machinery.
+
+    A frame with no function (the PC itself was invalid: a call through a NULL or garbage
+    function pointer) is skipped; its caller, found from the return address, is the suspect.
+    When every candidate is a helper, the innermost helper is returned.
+    """
+    first_helper = None
+    for frame in frames:
+        name = base_name(frame.function)
+        if not name:
+            continue
+        if is_plumbing(name):
+            continue
+        if skip_interrupt and name in INTERRUPT_PLUMBING:
+            continue
+        if skip_scheduler and name in SCHEDULER:
+            continue
+        if skip_helpers and name in HELPERS:
+            first_helper = first_helper or frame
+            continue
+        return frame
+    return first_helper

@@ -1,0 +1,59 @@
+"""Titles people paste into tickets, and signatures that collide only for the same bug."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+
+_TITLE = {
+    "null-pointer-dereference": "BUG: kernel NULL pointer dereference in {f}",
+    "bad-page-fault": "BUG: unable to handle kernel paging request in {f}",
+    "general-protection-fault": "general protection fault in {f}",
+    "bug-assertion": "kernel BUG in {f}",
+    "warning-escalated": "WARNING in {f} (panic_on_warn)",
+    "stack-overflow": "kernel stack overflow in {f}",
+    "stack-corruption": "kernel stack corruption in {f}",
+    "explicit-panic": "kernel panic in {f}: {msg}",
+    "deliberate-crash": "forced crash: {msg}",
+    "soft-lockup": "BUG: soft lockup in {f}",
+    "hard-lockup": "BUG: hard lockup in {f}",
+    "hung-task": "INFO: task hung in {f}",
+    "rcu-stall": "INFO: rcu detected stall in {f}",
+    "out-of-memory": "kernel panic: out of memory ({msg})",
+    "memory-corruption": "memory corruption in {f}",
+    "invalid-opcode": "invalid opcode in {f}",
+    "divide-error": "divide error in {f}",
+    "hardware-error": "hardware error: {msg}",
+    "unknown": "unknown crash in {f}",
+}
+
+_ADDR = re.compile(r"\b(0x)?[0-9a-f]{8,16}\b", re.I)
+_NUM = re.compile(r"\b\d+\b")
+
+
+def stable_text(text: str) -> str:
+    """Replace addresses and numbers (which change between boots) with placeholders."""
+    return _NUM.sub("N", _ADDR.sub("ADDR", text)).strip()
+
+
+def make_title(category: str, function: str | None, module: str | None, message: str | None) -> str:
+    """The one-line title: category wording, the guilty function, ``[module]`` if not core."""
+    template = _TITLE.get(category, _TITLE["unknown"])
+    msg = stable_text(message or "") or "no message"
+    if len(msg) > 80:
+        msg = msg[:77] + "..."
+    title = template.format(f=function or "unknown function", msg=msg)
+    if module:
+        title += f" [{module}]"
+    return title
+
+
+def make_signature(category: str, function: str | None, module: str | None,
+                   context_frames: Sequence[str]) -> str:
+    """A 12-hex-digit hash of category, guilty function, module and the next few frames.
+
+    Uses names only — no addresses, offsets, pids or times — so KASLR and reboots don't change it.
+    """
+    key = "|".join([category, function or "", module or "", *context_frames[:3]])
+    return hashlib.sha256(key.encode()).hexdigest()[:12]

@@ -1,0 +1,202 @@
+"""Rules of the verdict engine, each on the smallest report that exercises it (pure data)."""
+
+from __future__ import annotations
+
+from kpostmortem.report import Frame, Outcome, Report
+from kpostmortem.verdict import decide
+from kpostmortem.verdict.engine import category_of_record
+from kpostmortem.verdict.frames import base_name, choose_guilty
+from kpostmortem.verdict.titles import make_signature, make_title, stable_text
+
+
+def F(i, name, module=None, interrupted=False, source=None, segment="TASK"):
+    return Frame(index=i, function=name, offset=0x10, module=module, interrupted=interrupted,
+                 source=source, segment=segment)
+
+
+def rec(kind, headline, index=0, **kw):
+    d = {"index": index, "kind": kind, "headline": headline, "pid": 99, "rip": None,
+         "fault_address": None, "panic_message": None, "escalates": None, "call_trace": [],
+         "bug_file": None, "bug_line": None}
+    d.update(kw)
+    return d
+
+
+def report(records, frames, how="oops", fault=None, **extra):
+    r = Report()
+    r.log = {"records": records}
+    r.frames = frames
+    r.summary = {"how": {"mode": how, "description": how}}
+    r.crashed_task = {"pid": 99}
+    r.fault = fault or {}
+    for k, v in extra.items():
+        setattr(r, k, v)
+    return r
+
+
+def test_base_name_strips_gcc_clone_suffixes():
+    assert base_name("foo.cold") == "foo"
+    assert base_name("foo.constprop.0.isra.0") == "foo"
+    assert base_name("foo.part.3") == "foo"
+    assert base_name("foo_cold") == "foo_cold"
+
+
+def test_guilty_skips_panic_plumbing():
+    frames = [F(0, "crash_setup_regs"), F(1, "__crash_kexec"), F(2, "panic"), F(3, "mydrv_fail", "mydrv")]
+    assert choose_guilty(frames).function == "mydrv_fail"
+
+
+def test_guilty_skips_exception_entry_prefixes():
+    frames = [F(0, "asm_exc_invalid_op"), F(1, "exc_invalid_op"), F(2, "handle_bug"), F(3, "real_fn")]
+    assert choose_guilty(frames).function == "real_fn"
+
+
+def test_guilty_skips_helpers_but_falls_back_to_them():
+    assert choose_guilty([F(0, "memcpy_orig"), F(1, "caller")]).function == "caller"
+    assert choose_guilty([F(0, "panic"), F(1, "memset")]).function == "memset"
+
+
+def test_guilty_with_invalid_pc_is_the_caller():
+    assert choose_guilty([F(0, None, interrupted=True), F(1, "calls_fn_ptr")]).function == "calls_fn_ptr"
+
+
+def test_guilty_for_scheduler_check_skips_sleep_primitives():
+    frames = [F(0, "panic"), F(1, "__schedule_bug"), F(2, "__schedule"), F(3, "schedule"),
+              F(4, "schedule_timeout"), F(5, "msleep"), F(6, "drv_sleeper", "drv")]
+    assert choose_guilty(frames).function == "__schedule_bug"
+    assert choose_guilty(frames, skip_scheduler=True).function == "drv_sleeper"
+
+
+def test_guilty_for_lockup_skips_watchdog_interrupt():
+    frames = [F(0, "panic"), F(1, "watchdog_timer_fn", segment="IRQ"), F(2, "__hrtimer_run_queues", segment="IRQ"),
+              F(3, "hrtimer_interrupt", segment="IRQ"), F(4, "asm_sysvec_apic_timer_interrupt"),
+              F(5, "spinner", "drv", interrupted=True)]
+    assert choose_guilty(frames, skip_interrupt=True).function == "spinner"
+
+
+def test_page_fault_near_null_is_null_dereference():
+    assert category_of_record(rec("page-fault", "BUG: unable to handle page fault", fault_address=0x18)) == \
+        "null-pointer-dereference"
+    assert category_of_record(rec("page-fault", "BUG: unable to handle page fault",
+                                  fault_address=0xffffc90000123000)) == "bad-page-fault"
+
+
+def test_panic_messages_name_their_cause():
+    cases = {
+        "sysrq triggered crash": "deliberate-crash",
+        "corrupted stack end detected inside scheduler": "stack-corruption",
+        "softlockup: hung tasks": "soft-lockup",
+        "hung_task: blocked tasks": "hung-task",
+        "Out of memory and no killable processes...": "out-of-memory",
+        "kernel: panic_on_warn set ...": "warning-escalated",
+        "mydrv: firmware went away": "explicit-panic",
+    }
+    for msg, cat in cases.items():
+        assert category_of_record(rec("panic", "Kernel panic - not syncing: " + msg, panic_message=msg)) == cat, msg
+
+
+def test_fatal_exception_panic_is_an_escalation_not_a_cause():
+    assert category_of_record(rec("panic", "Kernel panic", panic_message="Fatal exception")) is None
+    assert category_of_record(rec("panic", "Kernel panic", panic_message="x", escalates=0)) is None
+
+
+def test_null_deref_verdict_from_log_and_trace():
+    r = report(
+        [rec("null-deref", "BUG: kernel NULL pointer dereference, address: 0000000000000018",
+             rip={"function": "drv_write", "offset": 0x19, "module": "drv"}, fault_address=0x18)],
+        [F(0, "drv_write", "drv", interrupted=True, source="drv.c:35"), F(1, "vfs_write")],
+        fault={"trapping_instruction": "mov dword ptr [rbx + 0x18], 0x2a", "effective_address": 0x18,
+               "fault_address": 0x18, "bad_register": "rbx", "registers": {"rbx": 0},
+               "address_class": {"kind": "near-null", "description": "NULL + 0x18"}, "suspects": []},
+    )
+    v = decide(r)
+    assert (v.category, v.function, v.module, v.source) == ("null-pointer-dereference", "drv_write", "drv", "drv.c:35")
+    assert v.title == "BUG: kernel NULL pointer dereference in drv_write [drv]"
+    assert v.confidence >= 0.9
+    assert any("effective address 0x18 = reported" in e.text for e in v.evidence)
+
+
+def test_confidence_drops_when_instruction_disagrees():
+    base = dict(trapping_instruction="mov", bad_register="rbx", registers={"rbx": 0},
+                address_class={"kind": "near-null", "description": "x"}, suspects=[])
+    recs = [rec("null-deref", "BUG: kernel NULL pointer dereference", rip={"function": "f", "module": None})]
+    frames = [F(0, "f", interrupted=True)]
+    agree = decide(report(recs, frames, fault=dict(base, effective_address=0x18, fault_address=0x18)))
+    disagree = decide(report(recs, frames, fault=dict(base, effective_address=0x20, fault_address=0x18)))
+    assert disagree.confidence < agree.confidence
+
+
+def test_first_oops_is_the_root_when_a_later_panic_took_the_dump():
+    records = [
+        rec("null-deref", "BUG: kernel NULL pointer dereference", index=0, pid=50,
+            rip={"function": "first_bug.cold", "module": "drv"}),
+        rec("panic", "Kernel panic - not syncing: later", index=1, pid=99, panic_message="later"),
+    ]
+    v = decide(report(records, [F(0, "panic"), F(1, "other_fn")], how="explicit-panic"))
+    assert (v.category, v.function, v.module) == ("null-pointer-dereference", "first_bug", "drv")
+    assert any("later crash" in e.text for e in v.evidence)
+
+
+def test_unescalated_warning_is_not_the_cause():
+    records = [rec("warning", "WARNING: CPU: 0 PID: 1 at x.c:1 f+0x1/0x2", index=0),
+               rec("gpf", "general protection fault, probably for non-canonical address", index=1,
+                   rip={"function": "g", "module": None})]
+    v = decide(report(records, [F(0, "g", interrupted=True)]))
+    assert v.category == "general-protection-fault"
+
+
+def test_escalated_warning_is_the_cause():
+    records = [rec("warning", "WARNING: CPU: 0 PID: 99 at x.c:1 f+0x1/0x2", index=0,
+                   rip={"function": "warner", "module": "drv"}, bug_file="x.c", bug_line=1),
+               rec("panic", "Kernel panic - not syncing: kernel: panic_on_warn set ...", index=1,
+                   panic_message="kernel: panic_on_warn set ...", escalates=0)]
+    frames = [F(0, "panic"), F(1, "check_panic_on_warn"), F(2, "__warn"), F(3, "warner", "drv", interrupted=True)]
+    v = decide(report(records, frames, how="warn-escalated"))
+    assert (v.category, v.function) == ("warning-escalated", "warner")
+
+
+def test_dump_state_alone_gives_a_verdict_without_log():
+    frames = [F(0, "crash_setup_regs"), F(1, "__crash_kexec"), F(2, "panic"), F(3, "sysrq_handle_crash"),
+              F(4, "__handle_sysrq")]
+    v = decide(report([], frames, how="sysrq"))
+    assert (v.category, v.function) == ("deliberate-crash", "sysrq_handle_crash")
+
+
+def test_stack_canary_damage_in_dump_names_the_sleeper():
+    records = [rec("panic", "Kernel panic - not syncing: corrupted stack end detected inside scheduler",
+                   panic_message="corrupted stack end detected inside scheduler")]
+    frames = [F(0, "crash_setup_regs"), F(1, "panic"), F(2, "__schedule_bug"), F(3, "__schedule"),
+              F(4, "schedule"), F(5, "schedule_timeout"), F(6, "msleep"), F(7, "drv_smash", "drv")]
+    r = report(records, frames, how="stack-end-check",
+               stack_checks={"canaries_damaged": [{"comm": "sh", "pid": 99}], "crashed_task_canary_damaged": True})
+    v = decide(r)
+    assert (v.category, v.function) == ("stack-corruption", "drv_smash")
+    assert any("STACK_END_MAGIC" in e.text for e in v.evidence)
+
+
+def test_no_evidence_is_unknown_and_not_confident():
+    v = decide(report([], [], how="unknown"))
+    assert v.category == "unknown" and v.confidence < 0.5
+
+
+def test_failed_stack_analyzer_lowers_confidence():
+    recs = [rec("bug", "kernel BUG at drv.c:10!", rip={"function": "f", "module": None})]
+    ok = decide(report(recs, [F(0, "f", interrupted=True)]))
+    r = report(recs, [F(0, "f", interrupted=True)])
+    r.outcomes = [Outcome("stack", "failed", "FaultError")]
+    assert decide(r).confidence < ok.confidence
+    assert decide(r).missing == ["stack: FaultError"]
+
+
+def test_titles_have_no_boot_specific_numbers():
+    t = make_title("explicit-panic", "drv_fail", "drv", "drv: bad state 0xffff888003c4d000 after 12 tries")
+    assert t == "kernel panic in drv_fail: drv: bad state ADDR after N tries [drv]"
+    assert stable_text("at 0xffffffffc0545228") == "at ADDR"
+
+
+def test_signature_is_stable_and_discriminating():
+    a = make_signature("null-pointer-dereference", "f", "m", ["g", "h"])
+    assert a == make_signature("null-pointer-dereference", "f", "m", ["g", "h"])
+    assert a != make_signature("null-pointer-dereference", "f", "m", ["g", "x"])
+    assert a != make_signature("bad-page-fault", "f", "m", ["g", "h"])
+    assert len(a) == 12

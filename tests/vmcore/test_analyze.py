@@ -1,0 +1,47 @@
+"""End to end on the real corpus: every scenario's verdict is the one written before the crash."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kpostmortem.normalize import normalized_report
+
+from .analysis import report_of
+from .corpus import load_manifest
+
+SCENARIOS = [s for s in load_manifest() if not s["expect"].get("damaged")]
+GOLDEN = Path(__file__).parent.parent / "golden"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s["name"])
+def test_verdict_matches_expectation(scenario):
+    v = report_of(scenario["name"])["verdict"]
+    exp = scenario["expect"]
+    got = (v["category"], v["function"], v["module"] or "")
+    want = (exp["category"], exp["function"], exp["module"])
+    assert got == want, f"{scenario['name']}: expected {want}, got {got} ({v['title']})"
+    assert v["confidence"] >= 0.5, f"{scenario['name']}: confidence {v['confidence']}"
+    assert v["title"] and "0x" not in v["title"], v["title"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s["name"])
+def test_no_analyzer_failed(scenario):
+    outcomes = report_of(scenario["name"])["analyzers"]
+    failed = [o for o in outcomes if o["status"] == "failed"]
+    assert not failed, f"{scenario['name']}: {failed}"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s["name"])
+def test_golden_normalised_report(scenario, request):
+    """The normalised report (addresses as symbol+offset, no timings) equals the golden one."""
+    got = normalized_report(report_of(scenario["name"]))
+    path = GOLDEN / f"{scenario['name']}.json"
+    if request.config.getoption("--regen-golden"):
+        path.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
+        return
+    assert path.exists(), f"no golden file {path}: run pytest --regen-golden"
+    want = json.loads(path.read_text())
+    assert got == want, f"{scenario['name']}: normalised report differs from {path.name}"
