@@ -22,7 +22,7 @@ CRASHPOC_SRC = REPO / "fixtures" / "vmcores" / "crashpoc"
 
 DEFAULTS = {
     "format": "kdump", "dump_level": 31, "boot_args": "", "sysctls": {},
-    "load_module": True, "console": [], "followup": "", "preload": [],
+    "load_module": True, "console": [], "dmesg": [], "followup": "", "preload": [],
     "panic_on_oops": True,
 }
 # Keys that change what the guest does; a change in any of them redoes the dump.

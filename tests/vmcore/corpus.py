@@ -1,0 +1,122 @@
+"""Where the real vmcore corpus lives, and what the manifest says about it.
+
+Stdlib only (pytest and drgn are imported lazily by the functions that need
+them), so tests anywhere in the project can `from tests.vmcore import corpus`
+or `from vmcore import corpus`.  The dumps themselves are made by
+`scripts/make-vmcores`; see docs/corpus.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+MANIFEST = REPO / "fixtures" / "vmcores" / "manifest.toml"
+MAKE_VMCORES = "scripts/make-vmcores"
+
+# Defaults of the optional manifest keys (same as scripts/lib_vmcores/main.py).
+DEFAULTS = {
+    "format": "kdump",
+    "dump_level": 31,
+    "boot_args": "",
+    "sysctls": {},
+    "load_module": True,
+    "console": [],
+    "dmesg": [],
+    "followup": "",
+    "preload": [],
+    "panic_on_oops": True,
+}
+
+
+def cache_root() -> Path:
+    """$KPM_CACHE, else ${XDG_CACHE_HOME:-~/.cache}/kpostmortem."""
+    if os.environ.get("KPM_CACHE"):
+        return Path(os.environ["KPM_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "kpostmortem"
+
+
+def load_manifest() -> list[dict]:
+    """The [[scenario]] tables of fixtures/vmcores/manifest.toml, defaults filled in."""
+    with open(MANIFEST, "rb") as f:
+        data = tomllib.load(f)
+    out = []
+    for raw in data.get("scenario", []):
+        sc = {**DEFAULTS, **raw}
+        sc["expect"] = {"module": "", "stack": [], **raw.get("expect", {})}
+        out.append(sc)
+    return out
+
+
+def scenario(name: str) -> dict:
+    for sc in load_manifest():
+        if sc["name"] == name:
+            return sc
+    raise KeyError(f"no scenario {name!r} in {MANIFEST}")
+
+
+def names(kernel: str | None = None) -> list[str]:
+    return [s["name"] for s in load_manifest() if kernel is None or s["kernel"] == kernel]
+
+
+def dump_dir(name: str) -> Path:
+    return cache_root() / "vmcores" / name
+
+
+def build_command(name: str) -> str:
+    return f"{MAKE_VMCORES} --only {name}"
+
+
+def _fail(msg: str):
+    try:
+        import pytest
+    except ImportError:  # pragma: no cover - outside pytest
+        raise AssertionError(msg) from None
+    pytest.fail(msg, pytrace=False)
+
+
+def dump_meta(name: str) -> dict:
+    """meta.json of a scenario's dump; fails the test (never skips) when missing."""
+    d = dump_dir(name)
+    meta_f, core = d / "meta.json", d / "vmcore"
+    if not meta_f.exists() or not core.exists():
+        _fail(f"vmcore for scenario {name!r} is missing in {d}; "
+              f"build it with: {build_command(name)}  (or the whole corpus: {MAKE_VMCORES})")
+    meta = json.loads(meta_f.read_text())
+    meta["path"] = str(core)
+    meta["console_log"] = str(d / "console.log")
+    return meta
+
+
+def console_log(name: str) -> str:
+    dump_meta(name)
+    return (dump_dir(name) / "console.log").read_text(errors="replace")
+
+
+def debug_paths(meta: dict) -> list[str]:
+    """Files to give drgn's load_debug_info(): vmlinux and our module's .ko."""
+    paths = [meta["vmlinux"]]
+    if meta.get("module_ko"):
+        paths.append(meta["module_ko"])
+    return paths
+
+
+def open_program(name: str, debug_info: bool = True):
+    """A drgn Program on the scenario's dump, with its debug info loaded."""
+    import drgn
+
+    meta = dump_meta(name)
+    prog = drgn.Program()
+    prog.set_core_dump(meta["path"])
+    if debug_info:
+        prog.load_debug_info(debug_paths(meta))
+    return prog
+
+
+def base_function_name(name: str | None) -> str | None:
+    """foo.cold / foo.constprop.0 / foo.isra.0 / foo.part.0 -> foo."""
+    return name.split(".", 1)[0] if name else name
