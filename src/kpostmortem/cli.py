@@ -47,8 +47,13 @@ def main() -> None:
 
 debug_options = [
     click.option("--vmlinux", type=click.Path(dir_okay=False), help="vmlinux with DWARF (e.g. from the -dbg package)."),
-    click.option("--debuginfo", "debuginfo", multiple=True, type=click.Path(),
-                 help="Directory of debug files (module .ko/.ko.debug, .build-id); repeatable."),
+    click.option(
+        "--debuginfo",
+        "debuginfo",
+        multiple=True,
+        type=click.Path(),
+        help="Directory of debug files (module .ko/.ko.debug, .build-id); repeatable.",
+    ),
 ]
 
 
@@ -62,18 +67,28 @@ def with_debug_options(f):
 @click.argument("vmcore", type=click.Path())
 @with_debug_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the report here instead of stdout.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the report here instead of stdout."
+)
 @click.option("--max-bytes", type=int, default=None, help="Cap the Markdown report at this size (says what it cut).")
 @click.option("--color/--no-color", default=None, help="Colour the text report (default: only on a terminal).")
-def analyze(vmcore: str, vmlinux: str | None, debuginfo: tuple[str, ...], fmt: str, output: str | None,
-            max_bytes: int | None, color: bool | None) -> None:
+def analyze(
+    vmcore: str,
+    vmlinux: str | None,
+    debuginfo: tuple[str, ...],
+    fmt: str,
+    output: str | None,
+    max_bytes: int | None,
+    color: bool | None,
+) -> None:
     """Analyse VMCORE and print the verdict and the report."""
     from .pipeline import analyze as run_analysis
     from .render import render
 
     try:
-        report = run_analysis(vmcore, vmlinux, debuginfo, progress=_progress(sys.stderr.isatty()),
-                              command=["kpostmortem", *sys.argv[1:]])
+        report = run_analysis(
+            vmcore, vmlinux, debuginfo, progress=_progress(sys.stderr.isatty()), command=["kpostmortem", *sys.argv[1:]]
+        )
     except KpmError as e:
         _fail(e.one_line(), e.exit_code)
         return

@@ -48,6 +48,8 @@ class DebugInfoStatus:
     """Module name → debug file loaded for it."""
     modules_missing: list[str] = field(default_factory=list)
     """Modules that mattered to the analysis but had no debug file."""
+    mismatched: dict[str, str] = field(default_factory=dict)
+    """Module name → why the debug files found for it were refused (build ID differs…)."""
     searched: list[str] = field(default_factory=list)
     """Directories searched for debug files."""
     seconds: float = 0.0
@@ -65,6 +67,7 @@ class DebugInfoStatus:
             "dump_build_id": self.dump_build_id,
             "modules": dict(sorted(self.modules.items())),
             "modules_missing": sorted(self.modules_missing),
+            "mismatched": dict(sorted(self.mismatched.items())),
             "degraded": self.degraded,
         }
 
@@ -195,6 +198,13 @@ class Dump:
                 loaded.append(name)
             elif name not in self.debug.modules_missing:
                 self.debug.modules_missing.append(name)
+                want = module.build_id.hex() if module.build_id else None
+                refused = [(p, build_id(p)) for p in index.get(name, [])]
+                refused = [(p, b) for p, b in refused if want and b and b != want]
+                if refused:
+                    self.debug.mismatched[name] = (
+                        f"{refused[0][0]} has build ID {refused[0][1]}, the loaded module {want}"
+                    )
         self.debug.seconds += time.perf_counter() - start
         return loaded
 

@@ -71,8 +71,12 @@ def normalized_report(report: dict[str, Any]) -> dict[str, Any]:
             "bad_register": f.get("bad_register"),
             "address_class": (f.get("address_class") or {}).get("kind"),
             "suspects": f.get("suspects", []),
-            "instructions": [mask(i.get("symbol")) + ": " + (mask(i.get("text")) or "") for i in f.get("instructions", [])],
-        } if f else {},
+            "instructions": [
+                mask(i.get("symbol")) + ": " + (mask(i.get("text")) or "") for i in f.get("instructions", [])
+            ],
+        }
+        if f
+        else {},
         "modules": [
             {"name": m["name"], "taints": m.get("taints"), "state": m.get("state")} for m in mods.get("loaded", [])
         ],

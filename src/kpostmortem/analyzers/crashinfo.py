@@ -29,8 +29,14 @@ _HOW_BY_FUNCTION = (
 def _int_sym(prog: drgn.Program, *names: str) -> int | None:
     for name in names:
         try:
-            return int(prog[name])
-        except (KeyError, LookupError, drgn.FaultError):
+            obj = prog[name]
+        except (KeyError, LookupError):
+            continue
+        try:
+            if obj.type_.unaliased_kind() == drgn.TypeKind.STRUCT:  # atomic_t and friends
+                obj = obj.counter
+            return int(obj)
+        except (drgn.FaultError, AttributeError, TypeError):
             continue
     return None
 

@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 import drgn
 
 from ..context import Context
+from ..helpers.fault import is_kdump_capture_frame
 from ..helpers.modules import module_of_address
+from ..helpers.source import normalize_source_path
 from ..report import Frame, Report
-
-_BUILD_ROOT = re.compile(r"^.*?/linux-[^/]*/")
-
-
-def normalize_source_path(path: str) -> str:
-    """Drop the build machine's prefix from a DWARF file name.
-
-    ``/build/reproducible-path/linux-6.1.192/fs/read_write.c`` → ``fs/read_write.c``;
-    an out-of-tree module's absolute path keeps its file name only.
-    """
-    m = _BUILD_ROOT.match(path)
-    if m:
-        return path[m.end() :]
-    if path.startswith("./"):
-        return path[2:]
-    if path.startswith("/"):
-        return path.rsplit("/", 1)[-1]
-    return path
 
 
 def frame_from_drgn(prog: drgn.Program, index: int, frame: drgn.StackFrame, segment: str | None) -> Frame:
@@ -66,7 +48,8 @@ def frame_from_drgn(prog: drgn.Program, index: int, frame: drgn.StackFrame, segm
         source=source,
         module=module_of_address(prog, pc),
         inline=frame.is_inline,
-        interrupted=frame.interrupted,
+        # kdump's register snapshot in panic() is not an exception frame.
+        interrupted=frame.interrupted and not is_kdump_capture_frame(frame),
         segment=segment,
     )
 

@@ -13,6 +13,7 @@ from drgn.helpers.common.type import member_at_offset
 
 from ..disasm import Instruction, decode_window, effective_address, register_family
 from ..faultclass import classify_address, decode_pf_error_code, recognize_poison
+from .source import normalize_source_path
 
 __all__ = ["FaultExplanation", "Suspect", "explain_fault", "exception_frame_index", "read_code"]
 
@@ -79,10 +80,23 @@ class FaultExplanation:
         return asdict(self)
 
 
+# Where kdump saves the crashing CPU's registers: drgn marks these frames as interrupted,
+# but their registers are a snapshot taken by panic()/crash_kexec(), not an exception.
+KDUMP_CAPTURE = frozenset({
+    "crash_setup_regs", "__crash_kexec", "crash_kexec", "machine_crash_shutdown",
+    "native_machine_crash_shutdown", "crash_save_cpu", "panic", "vpanic",
+})
+
+
+def is_kdump_capture_frame(frame: drgn.StackFrame) -> bool:
+    """True for the frames whose registers kdump captured at crash time."""
+    return (frame.function_name or frame.name or "") in KDUMP_CAPTURE
+
+
 def exception_frame_index(trace: Sequence[drgn.StackFrame]) -> int | None:
     """Index of the innermost frame whose registers come from an exception (pt_regs)."""
     for i, frame in enumerate(trace):
-        if frame.interrupted:
+        if frame.interrupted and not is_kdump_capture_frame(frame):
             return i
     return None
 
@@ -110,8 +124,6 @@ def _symbolize(prog: drgn.Program, addr: int) -> str:
 
 
 def _source_of(prog: drgn.Program, addr: int) -> str | None:
-    from ..analyzers.stacktrace import normalize_source_path
-
     try:
         locs = prog.source_location(addr)
     except (LookupError, ValueError):
@@ -123,11 +135,22 @@ def _source_of(prog: drgn.Program, addr: int) -> str | None:
     return f"{normalize_source_path(loc.filename)}:{loc.line}"
 
 
+def _same_function(prog: drgn.Program, insns: list[Instruction], trap: int) -> tuple[list[Instruction], int]:
+    try:
+        sym = prog.symbol(insns[trap].address)
+    except LookupError:
+        return insns, trap
+    lo, hi = sym.address, sym.address + (sym.size or 0)
+    keep = [i for i, insn in enumerate(insns) if lo <= insn.address < hi or i == trap]
+    return [insns[i] for i in keep], keep.index(trap)
+
+
 def _insn_dict(prog: drgn.Program, insn: Instruction, trap: bool) -> dict:
     text = f"{insn.mnemonic} {insn.op_str}".strip()
     target = None
     if insn.branch_target is not None:
         target = _symbolize(prog, insn.branch_target)
+        text = text.replace(f"0x{insn.branch_target:x}", target)
     return {
         "address": insn.address,
         "symbol": _symbolize(prog, insn.address),
@@ -235,6 +258,9 @@ def explain_fault(
         ex.problems.append(f"instruction bytes at 0x{pc:x} not readable: {e}")
         return ex
     insns, trap = decode_window(code, start, pc, before=6, after=4)
+    if trap is not None:
+        # Keep the window inside the trapping function, as a reader expects.
+        insns, trap = _same_function(prog, insns, trap)
     ex.instructions = [_insn_dict(prog, insn, i == trap) for i, insn in enumerate(insns)]
     ex.trap_index = trap
     if trap is None:

@@ -33,7 +33,7 @@ def frame_lines(report: dict[str, Any], limit: int | None = None) -> list[str]:
                 lines.append(f"      ── {f.get('segment') or '?'} stack ──")
             seg = f.get("segment")
         marks = []
-        if f.get("interrupted"):
+        if f.get("interrupted") and not f.get("inline"):
             marks.append("← exception frame")
         if f.get("inline"):
             marks.append("(inlined)")
@@ -52,7 +52,7 @@ def insn_lines(fault: dict[str, Any]) -> list[str]:
     out = []
     for i in fault.get("instructions", []):
         mark = "→ " if i.get("trap") else "  "
-        target = f"   ; {i['target']}" if i.get("target") else ""
+        target = ""
         comment = ""
         if i.get("trap") and fault.get("bad_register"):
             reg = fault["bad_register"]

@@ -18,16 +18,24 @@ def render_markdown(report: dict[str, Any], max_bytes: int | None = None, **_opt
     t = report.get("crashed_task") or {}
     tool = report.get("tool") or {}
     out: list[str] = [f"## {v.get('title', 'kpostmortem report')}", ""]
-    out.append(f"**Category** `{v.get('category')}` · **confidence** {v.get('confidence')} · "
-               f"**signature** `{v.get('signature')}`" + (" · **degraded** (no kernel DWARF)" if v.get("degraded") else ""))
+    out.append(
+        f"**Category** `{v.get('category')}` · **confidence** {v.get('confidence')} · "
+        f"**signature** `{v.get('signature')}`" + (" · **degraded** (no kernel DWARF)" if v.get("degraded") else "")
+    )
     out.append("")
     loc = v.get("source") or "source unknown"
-    out.append(f"**Where** `{v.get('function') or '?'}` at `{loc}`" + (f" in module `{v['module']}`" if v.get("module") else " (core kernel)"))
+    out.append(
+        f"**Where** `{v.get('function') or '?'}` at `{loc}`"
+        + (f" in module `{v['module']}`" if v.get("module") else " (core kernel)")
+    )
     if v.get("explanation"):
         out += ["", v["explanation"]]
     out += ["", "### Evidence", ""]
     for e in v.get("evidence", []):
-        out.append(f"- {'✔' if e.get('agrees', True) else '✘'} {e['text']}" + (f" _({e['source']})_" if e.get("source") else ""))
+        out.append(
+            f"- {'✔' if e.get('agrees', True) else '✘'} {e['text']}"
+            + (f" _({e['source']})_" if e.get("source") else "")
+        )
     for m in v.get("missing", []):
         out.append(f"- ? could not check: {m}")
     taint = s.get("taint") or {}
@@ -41,7 +49,10 @@ def render_markdown(report: dict[str, Any], max_bytes: int | None = None, **_opt
         ("Panic message", s.get("panic_message")),
         ("Crashed task", f"pid {t.get('pid')} `{t.get('comm')}` on CPU {t.get('cpu')}, {t.get('context')} context"),
         ("Crash records in log", s.get("crashes_in_log")),
-        ("panic_on_oops / panic_on_warn / panic=", f"{s.get('panic_on_oops')} / {s.get('panic_on_warn')} / {s.get('panic_timeout')}"),
+        (
+            "panic_on_oops / panic_on_warn / panic=",
+            f"{s.get('panic_on_oops')} / {s.get('panic_on_warn')} / {s.get('panic_timeout')}",
+        ),
         ("Tainted", ", ".join(f"{f['letter']} ({f['description']})" for f in taint.get("flags", [])) or "no"),
         ("Command line", f"`{s.get('cmdline')}`" if s.get("cmdline") else None),
     ]
@@ -69,7 +80,8 @@ def render_markdown(report: dict[str, Any], max_bytes: int | None = None, **_opt
         for m in mods["loaded"]:
             if m.get("taints") or m.get("frames") or m["name"] == v.get("module"):
                 frames = ", ".join(f"#{i}" for i in m.get("frames", []))
-                out.append(f"| {_cell(m['name'])} | {size_text(m.get('size'))} | {_cell(m.get('state'))} | {_cell(m.get('taints') or '—')} | {_cell(frames or '—')} |")
+                cells = [m["name"], size_text(m.get("size")), m.get("state"), m.get("taints") or "—", frames or "—"]
+                out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
         out.append(f"\n{mods.get('count', 0)} modules loaded, {len(mods.get('tainting', []))} tainting.")
         for u in mods.get("unknown_symbols", []):
             out.append(f"- log: `{u['module']}`: Unknown symbol `{u['symbol']}`")

@@ -65,7 +65,9 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
         more = f" (of {n} crash records in the log; the first is usually the root)" if n and n > 1 else ""
         out.append(f"  first oops{ts}: {fo['headline']}{more}")
     pt = s.get("panic_timeout")
-    pt_text = {None: "?", 0: "0 (wait forever)"}.get(pt, f"{pt} ({'reboot immediately' if pt and pt < 0 else 'reboot after that many s'})")
+    pt_text = {None: "?", 0: "0 (wait forever)"}.get(
+        pt, f"{pt} ({'reboot immediately' if pt and pt < 0 else 'reboot after that many s'})"
+    )
     out.append(
         f"  panic_on_oops={s.get('panic_on_oops')} · panic_on_warn={s.get('panic_on_warn')} · "
         f"panic= timeout {pt_text} · uptime {s.get('uptime_seconds')} s"
@@ -93,8 +95,10 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
         if fault.get("address_class"):
             out.append(f"  {fault['address_class'].get('description')}")
         for sus in fault.get("suspects", []):
-            mem = f"->{sus['member']} ({sus['struct']})" if sus.get("member") else ""
-            out.append(f"  {fault.get('bad_register')} holds `{sus['name']}`{mem}, {sus['type']}, in {sus['function']}()")
+            mem = f"; accessed `{sus['name']}->{sus['member']}` ({sus['struct']})" if sus.get("member") else ""
+            out.append(
+                f"  {fault.get('bad_register')} holds `{sus['name']}` ({sus['type']}) in {sus['function']}(){mem}"
+            )
     out.append("")
     out.append(c(_BOLD, f"CALL TRACE (crashed task: pid {t.get('pid')} {t.get('comm')}, CPU {t.get('cpu')})"))
     out.extend(frame_lines(report, limit=40))
@@ -106,7 +110,10 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
             names = ", ".join(f"{x['comm']}[{x['pid']}] ({x['overwritten_bytes']} B)" for x in dmg)
             out.append(c(_BOLD, "STACK CHECKS") + f"  stack-end canary overwritten: {names}")
         else:
-            out.append(c(_BOLD, "STACK CHECKS") + f"  every task's stack-end canary intact ({sc.get('canaries_checked')} tasks)")
+            out.append(
+                c(_BOLD, "STACK CHECKS")
+                + f"  every task's stack-end canary intact ({sc.get('canaries_checked')} tasks)"
+            )
     mods = report.get("modules") or {}
     if mods:
         out.append("")
@@ -114,8 +121,10 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
         for m in mods.get("loaded", []):
             if m.get("taints") or m.get("frames") or m["name"] == v.get("module"):
                 owns = f"owns frames #{m['frames'][0]}–#{m['frames'][-1]}" if m.get("frames") else ""
-                out.append(f"  {m['name']:<16s} {size_text(m.get('size')):>10s}  {m.get('state') or '?':<6s} "
-                           f"{m.get('taints') or '-':<4s} {owns}")
+                out.append(
+                    f"  {m['name']:<16s} {size_text(m.get('size')):>10s}  {m.get('state') or '?':<6s} "
+                    f"{m.get('taints') or '-':<4s} {owns}"
+                )
         for u in mods.get("unknown_symbols", []):
             out.append(f"  log: {u['module']}: Unknown symbol {u['symbol']}")
         for u in mods.get("symbol_version_errors", []):

@@ -140,6 +140,11 @@ def _guilty_from_trace(d: _Decision, report: Report) -> None:
     if cat == "stack-corruption":
         # The stack-end check fires inside schedule(): the suspect is the task's own code.
         d.guilty = choose_guilty(frames, skip_scheduler=True, skip_interrupt=True)
+    elif skip_irq:
+        # The watchdog fires from an interrupt on the stuck CPU: the suspect is the code that
+        # interrupt interrupted (the first pt_regs frame), not the watchdog's own frames.
+        first_irq = next((f.index for f in frames if f.interrupted), 0)
+        d.guilty = choose_guilty(frames[first_irq:], skip_scheduler=skip_sched, skip_interrupt=True)
     else:
         d.guilty = choose_guilty(frames, skip_scheduler=skip_sched, skip_interrupt=skip_irq)
     if cat == "deliberate-crash":

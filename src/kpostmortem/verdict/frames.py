@@ -31,7 +31,7 @@ PLUMBING = frozenset({
     "do_user_addr_fault", "do_kern_addr_fault", "handle_page_fault", "no_context",
     "spurious_kernel_fault", "fixup_exception", "check_panic_on_warn", "__warn", "warn_slowpath_fmt",
     "dump_stack", "dump_stack_lvl", "show_stack", "show_regs", "handle_stack_overflow",
-    "__stack_chk_fail", "die_body",
+    "__stack_chk_fail", "die_body", "__report_bug", "report_bug_entry", "__warn_printk",
 })
 PLUMBING_PREFIXES = ("exc_", "asm_exc_", "__exc_")
 
@@ -62,6 +62,10 @@ SCHEDULER = frozenset({
     "native_queued_spin_lock_slowpath", "preempt_schedule", "preempt_schedule_common",
     "__cond_resched", "prepare_to_wait_event", "finish_wait", "cpu_relax",
 })
+
+SCHEDULER_PREFIXES = ("schedule_", "__schedule", "msleep", "usleep", "ssleep", "wait_for_", "__wait_",
+                      "mutex_lock", "__mutex_lock", "down_", "rwsem_", "_raw_spin_lock", "do_nanosleep",
+                      "hrtimer_nanosleep", "io_schedule", "preempt_schedule", "__cond_resched")
 
 # Generic helpers: a fault inside them is usually the caller's bug (for the title).
 HELPERS = frozenset({
@@ -98,7 +102,7 @@ def choose_guilty(frames: Sequence[Frame], *, skip_scheduler: bool = False,
             continue
         if skip_interrupt and name in INTERRUPT_PLUMBING:
             continue
-        if skip_scheduler and name in SCHEDULER:
+        if skip_scheduler and (name in SCHEDULER or name.startswith(SCHEDULER_PREFIXES)):
             continue
         if skip_helpers and name in HELPERS:
             first_helper = first_helper or frame
