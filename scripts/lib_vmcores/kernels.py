@@ -167,6 +167,11 @@ class Kernel:
         return self.root / "crashpoc"
 
     @property
+    def crashpoc_hash(self) -> str:
+        """Hash of the sources the built module came from."""
+        return (self.crashpoc_dir / ".source-hash").read_text().strip()
+
+    @property
     def crashpoc_ko(self) -> Path:
         return self.crashpoc_dir / "crashpoc.ko"
 

@@ -57,11 +57,14 @@ def load_manifest(path: Path = MANIFEST) -> list[dict]:
     return out
 
 
-def inputs_hash(sc: dict) -> str:
+def inputs_hash(sc: dict, crashpoc_hash: str | None = None) -> str:
+    """Hash of what a dump depends on: the scenario's capture keys, the guest's
+    /init, and the crashpoc sources (by default the repo's; when writing a
+    dump's meta, the hash of the sources its module was actually built from)."""
     blob = json.dumps({k: sc.get(k) for k in CAPTURE_KEYS}, sort_keys=True)
     init = (Path(guest.__file__).parent / "init.sh").read_bytes()
     h = hashlib.sha256(blob.encode() + b"\0" + init)
-    h.update(kernels.crashpoc_source_hash(CRASHPOC_SRC).encode())
+    h.update((crashpoc_hash or kernels.crashpoc_source_hash(CRASHPOC_SRC)).encode())
     return h.hexdigest()[:16]
 
 
@@ -128,7 +131,7 @@ def build_one(sc: dict, cache: Path) -> dict:
             "bytes": (out / "vmcore").stat().st_size,
             "makedumpfile_version": guest.makedumpfile_version(),
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "inputs": inputs_hash(sc),
+            "inputs": inputs_hash(sc, k.crashpoc_hash),
             "crashpoc_sha256": kernels.file_sha256(k.crashpoc_ko),
             "console_missing": missing,
         }
