@@ -13,6 +13,7 @@ from drgn.helpers.common.type import member_at_offset
 
 from ..disasm import Instruction, decode_window, effective_address, register_family
 from ..faultclass import classify_address, decode_pf_error_code, recognize_poison
+from .modules import module_of_address
 from .source import normalize_source_path
 
 __all__ = ["FaultExplanation", "Suspect", "explain_fault", "exception_frame_index", "read_code"]
@@ -71,6 +72,20 @@ class FaultExplanation:
     bad_register_value: int | None = None
     error_code: dict | None = None
     suspects: list[Suspect] = field(default_factory=list)
+    mapping: str | None = None
+    """Page-table walk of the fault address in init_mm: "mapped", "not mapped", or why unknown."""
+    identity: str | None = None
+    """What the fault address is (drgn's identify_address: vmap area, slab object, symbol…)."""
+    va_bits: int = 48
+    """Virtual address bits of this kernel (57 with 5-level paging)."""
+    origin: dict | None = None
+    """Where the bad register got its value: the instruction that loaded it and from what."""
+    bug: dict | None = None
+    """The ``__bug_table`` entry of the PC (file, line, warning flag), for BUG()/WARN()."""
+    invalid_pc: bool = False
+    """True when the PC itself is not in kernel text (a call through a bad function pointer)."""
+    caller: dict | None = None
+    """For an invalid PC: the caller found from the return address on the stack."""
     is_ud2: bool = False
     code_source: str | None = None
     """"dump" when the bytes were read from the dump's memory, "debug-file" as fallback."""
@@ -95,7 +110,10 @@ def is_kdump_capture_frame(frame: drgn.StackFrame) -> bool:
 
 def exception_frame_index(trace: Sequence[drgn.StackFrame]) -> int | None:
     """Index of the innermost frame whose registers come from an exception (pt_regs)."""
+    n = len(trace)
     for i, frame in enumerate(trace):
+        if frame.pc < 1 << 63 and 0 < i == n - 1:
+            return None  # user space below the syscall: its pt_regs are not a kernel exception
         if frame.interrupted and not is_kdump_capture_frame(frame):
             return i
     return None
@@ -213,6 +231,181 @@ def _pointer_suspects(trace: Sequence[drgn.StackFrame], first: int, last: int, v
     return [s for _, s in found]
 
 
+def virtual_address_bits(prog: drgn.Program) -> int:
+    """48, or 57 when the kernel runs with 5-level paging (LA57)."""
+    for name in ("__pgtable_l5_enabled", "pgtable_l5_enabled"):
+        try:
+            return 57 if int(prog[name]) else 48
+        except (KeyError, LookupError, TypeError, drgn.FaultError):
+            continue
+    return 48
+
+
+def kernel_mapping(prog: drgn.Program, addr: int) -> str:
+    """Walk init_mm's page tables for a kernel address: "mapped", "not mapped" or "unknown: why"."""
+    from drgn.helpers.linux.mm import follow_phys
+
+    if addr >> 63 == 0:
+        return "user address (not walked)"
+    try:
+        follow_phys(prog["init_mm"].address_of_(), addr)
+        return "mapped"
+    except drgn.FaultError as e:
+        text = str(e)
+        if "excluded" in text or "not present in the dump" in text:
+            return f"unknown: page tables not in the dump ({text})"
+        return "not mapped"
+    except (LookupError, ValueError, NotImplementedError) as e:
+        return f"unknown: {e}"
+
+
+def identify(prog: drgn.Program, addr: int) -> str | None:
+    """drgn's identify_address, never raising."""
+    from drgn.helpers.common.memory import identify_address
+
+    try:
+        return identify_address(prog, addr)
+    except (drgn.FaultError, LookupError, ValueError, TypeError, OverflowError):
+        return None
+
+
+VM_NO_GUARD = 0x40  # include/linux/vmalloc.h
+
+
+def vmap_context(prog: drgn.Program, addr: int) -> str | None:
+    """Describe ``addr`` relative to the vmalloc area holding it: inside, or in its guard page."""
+    from drgn.helpers.linux.mm import find_vmap_area
+
+    try:
+        va = find_vmap_area(prog, addr)
+        if not va:
+            return None
+        start, end = int(va.va_start), int(va.va_end)
+        vm = va.vm
+        if not vm:
+            return f"in a vmap area {start:#x}-{end:#x} with no vm_struct (being freed?)"
+        size = int(vm.size)
+        usable = size if int(vm.flags) & VM_NO_GUARD else size - 4096
+        caller = _symbolize(prog, int(vm.caller)) if int(vm.caller) else "?"
+        if caller.startswith("0x"):
+            # Module init code is freed after loading, and its symbols with it.
+            owner = module_of_address(prog, int(vm.caller))
+            caller = f"{owner}'s init code" if owner else f"unknown code at {caller}"
+    except (drgn.FaultError, LookupError, ValueError, AttributeError, TypeError):
+        return None
+    if start + usable <= addr < start + size:
+        return (f"in the guard page after a {usable // 1024} KiB vmalloc area allocated by {caller}: "
+                f"{addr - start - usable:#x} bytes past its end (out-of-bounds access)")
+    return f"inside a {usable // 1024} KiB vmalloc area allocated by {caller}, at offset {addr - start:#x}"
+
+
+def _dest_register(insn: Instruction) -> str | None:
+    """The register an instruction writes as its first operand (mov/lea/add… reg, …)."""
+    if not insn.op_str or insn.mnemonic.startswith(("cmp", "test", "push", "j", "call", "ret")):
+        return None
+    first = insn.op_str.split(",")[0].strip()
+    if "[" in first or " " in first:
+        return None
+    try:
+        return register_family(first)
+    except (KeyError, ValueError):
+        return None
+
+
+def pointer_origin(prog: drgn.Program, trace: Sequence[drgn.StackFrame], insns: list[Instruction],
+                   trap: int, bad_register: str, regs: dict[str, int], first: int, idx: int) -> dict | None:
+    """Find the instruction before the trap that last wrote ``bad_register``, and read it back.
+
+    For a load (``mov rax, [rbx + 8]``) whose base register is unchanged up to the trap, the
+    base register's value at the trap is the value it had then, so DWARF can name the variable
+    and ``member_at_offset`` the member: "rax was loaded from `dev->cfg`".
+    """
+    for j in range(trap - 1, -1, -1):
+        insn = insns[j]
+        if insn.is_call:
+            return {"instruction": f"{insn.mnemonic} {insn.op_str}", "symbol": _symbolize(prog, insn.address),
+                    "text": f"{bad_register} may come from the call at {_symbolize(prog, insn.address)}"}
+        if _dest_register(insn) != bad_register:
+            continue
+        origin: dict = {"instruction": f"{insn.mnemonic} {insn.op_str}".strip(),
+                        "symbol": _symbolize(prog, insn.address), "source": _source_of(prog, insn.address)}
+        mem = insn.mem
+        if mem is None or not insn.mnemonic.startswith("mov") or not mem.base or mem.base == "rip":
+            origin["text"] = f"{bad_register} was set by `{origin['instruction']}` at {origin['symbol']}"
+            return origin
+        base = register_family(mem.base)
+        clobbered = base == bad_register or any(_dest_register(k) == base for k in insns[j + 1 : trap + 1])
+        origin["loaded_from"] = mem.disp
+        text = f"{bad_register} was loaded from [{base} + {mem.disp:#x}] at {origin['symbol']}"
+        if not clobbered and base in regs:
+            holders = _pointer_suspects(trace, first, idx, regs[base], mem.disp, mem.size)
+            if holders:
+                h = holders[0]
+                origin["variable"] = h.name
+                origin["member"] = h.member
+                origin["struct"] = h.struct
+                expr = f"{h.name}->{h.member}" if h.member else f"*{h.name}"
+                text = f"{bad_register} was loaded from `{expr}` ({h.struct or h.type}) at {origin['symbol']}"
+        origin["text"] = text
+        return origin
+    return None
+
+
+# include/asm-generic/bug.h
+BUGFLAG_WARNING = 1 << 0
+
+
+def bug_entry_at(prog: drgn.Program, pc: int) -> dict | None:
+    """The ``struct bug_entry`` for a BUG()/WARN() at ``pc``: file, line, whether it is a WARN.
+
+    Searches the owning module's ``bug_table`` or the core ``__start___bug_table`` section;
+    handles relative (``bug_addr_disp``) and absolute (``bug_addr``) entry layouts.
+    """
+    from drgn.helpers.linux.module import address_to_module
+
+    try:
+        entry_type = prog.type("struct bug_entry")
+    except LookupError:
+        return None
+    tables: list[tuple[int, int]] = []
+    try:
+        mod = address_to_module(prog, pc)
+    except (LookupError, ValueError, drgn.FaultError):
+        mod = None
+    if mod:
+        tables.append((int(mod.bug_table), int(mod.num_bugs)))
+    else:
+        try:
+            start = prog.symbol("__start___bug_table").address
+            stop = prog.symbol("__stop___bug_table").address
+            tables.append((start, (stop - start) // drgn.sizeof(entry_type)))
+        except LookupError:
+            return None
+    relative = any(m.name == "bug_addr_disp" for m in entry_type.members)
+    for table, count in tables:
+        entries = drgn.Object(prog, prog.array_type(entry_type, count), address=table)
+        for i in range(min(count, 200_000)):
+            e = entries[i]
+            eaddr = table + i * drgn.sizeof(entry_type)
+            addr = (eaddr + int(e.bug_addr_disp)) & (2**64 - 1) if relative else int(e.bug_addr)
+            if addr != pc:
+                continue
+            try:
+                foff = drgn.offsetof(entry_type, "file_disp")
+                file_ptr = (eaddr + foff + int(e.file_disp)) & (2**64 - 1) if relative else int(e.file)
+                file = prog.read_c_string(file_ptr, max_size=4096).decode(errors="replace") if file_ptr else None
+            except (LookupError, drgn.FaultError):
+                file = None
+            flags = int(e.flags)
+            return {
+                "file": normalize_source_path(file) if file else None,
+                "line": int(e.line) if file else None,
+                "flags": flags,
+                "warning": bool(flags & BUGFLAG_WARNING),
+            }
+    return None
+
+
 def explain_fault(
     prog: drgn.Program,
     trace: Sequence[drgn.StackFrame],
@@ -251,6 +444,27 @@ def explain_fault(
         ex.error_code = asdict(decode_pf_error_code(error_code)) | {
             "text": decode_pf_error_code(error_code).describe()
         }
+    ex.va_bits = virtual_address_bits(prog)
+    try:
+        prog.symbol(pc)
+    except LookupError:
+        # The PC is not in any known text: a call through a NULL or garbage function pointer.
+        # The call pushed the return address, so [sp] names the caller.
+        ex.invalid_pc = True
+        ex.address_class = asdict(classify_address(pc, va_bits=ex.va_bits))
+        try:
+            ret = prog.read_u64(regs["rsp"])
+            sym = prog.symbol(ret)
+            ex.caller = {
+                "function": sym.name,
+                "symbol": _symbolize(prog, ret),
+                "return_address": ret,
+                "source": _source_of(prog, ret - 1),
+                "module": module_of_address(prog, ret),
+            }
+        except (KeyError, LookupError, drgn.FaultError):
+            ex.problems.append("PC is not in kernel text and [rsp] holds no return address into text")
+        return ex
     try:
         code, start = read_code(prog, pc)
         ex.code_source = "dump"
@@ -271,6 +485,11 @@ def explain_fault(
     from ..disasm import is_ud2
 
     ex.is_ud2 = is_ud2(insn)
+    if ex.is_ud2:
+        try:
+            ex.bug = bug_entry_at(prog, pc)
+        except (drgn.FaultError, LookupError, ValueError, TypeError) as e:
+            ex.problems.append(f"__bug_table not readable: {e}")
     mem = insn.mem
     if mem is None:
         return ex
@@ -286,7 +505,10 @@ def explain_fault(
     if ex.fault_address is not None and ex.effective_address is not None:
         ex.address_matches = ex.fault_address == ex.effective_address
     if target is not None:
-        ex.address_class = asdict(classify_address(target))
+        ex.address_class = asdict(classify_address(target, va_bits=ex.va_bits))
+        if (ex.address_class or {}).get("kind") in ("kernel", "non-canonical"):
+            ex.mapping = kernel_mapping(prog, target)
+            ex.identity = vmap_context(prog, target) or identify(prog, target)
     # The register that held the bad pointer: the base (or index) register whose value makes
     # the effective address bad.
     for reg in (mem.base, mem.index):
@@ -301,4 +523,6 @@ def explain_fault(
             break
     if ex.bad_register_value is not None and mem.base and ex.bad_register == register_family(mem.base):
         ex.suspects = _pointer_suspects(trace, first, idx, ex.bad_register_value, mem.disp, mem.size)
+    if ex.bad_register:
+        ex.origin = pointer_origin(prog, trace, insns, trap, ex.bad_register, regs, first, idx)
     return ex

@@ -79,6 +79,11 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
     if s.get("hostname") or s.get("cmdline"):
         out.append(f"  host {s.get('hostname')} · cmdline: {s.get('cmdline')}")
     fault = report.get("fault") or {}
+    if fault.get("invalid_pc"):
+        out.append("")
+        caller = fault.get("caller") or {}
+        out.append(c(_BOLD, "FAULTING INSTRUCTION") + f"  none: PC {hexa(fault.get('pc'))} is not in kernel text")
+        out.append(f"  called from {caller.get('symbol', '?')} ({caller.get('source') or '?'}): a bad function pointer")
     if fault.get("instructions"):
         out.append("")
         out.append(c(_BOLD, f"FAULTING INSTRUCTION  {fault.get('function')} ({fault.get('source') or '?'})"))
@@ -94,6 +99,15 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
             out.append("  " + " · ".join(facts))
         if fault.get("address_class"):
             out.append(f"  {fault['address_class'].get('description')}")
+        if fault.get("mapping"):
+            out.append(
+                f"  page-table walk: {fault['mapping']}" + (f" · {fault['identity']}" if fault.get("identity") else "")
+            )
+        if (fault.get("origin") or {}).get("text"):
+            out.append(f"  {fault['origin']['text']}")
+        if (fault.get("bug") or {}).get("file"):
+            b = fault["bug"]
+            out.append(f"  __bug_table: {'WARN' if b.get('warning') else 'BUG'} at {b['file']}:{b['line']}")
         for sus in fault.get("suspects", []):
             mem = f"; accessed `{sus['name']}->{sus['member']}` ({sus['struct']})" if sus.get("member") else ""
             out.append(

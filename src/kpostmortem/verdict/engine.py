@@ -202,6 +202,27 @@ def _fault_evidence(d: _Decision, report: Report) -> None:
         member = f"`{s['name']}->{s['member']}` ({s['struct']})" if s.get("member") else f"`{s['name']}`"
         d.add("debuginfo", f"{fault.get('bad_register')} holds {member} in {s['function']}()",
               "DWARF location of the variable at this PC", 0.03)
+    origin = fault.get("origin") or {}
+    if origin.get("text"):
+        d.add("debuginfo", origin["text"], "backward scan of the decoded window + DWARF")
+    if fault.get("mapping") and d.category in ("bad-page-fault", "general-protection-fault"):
+        mapped = fault["mapping"] == "mapped"
+        d.add("memory", f"page-table walk of {_hex(fault.get('fault_address'))}: {fault['mapping']}",
+              "init_mm page tables in the dump", -0.05 if mapped else 0.05, agrees=not mapped)
+    if fault.get("identity"):
+        d.add("memory", f"{_hex(fault.get('fault_address', fault.get('effective_address')))} is {fault['identity']}",
+              "drgn identify_address")
+    bug = fault.get("bug")
+    if bug and bug.get("file"):
+        kind = "WARN" if bug.get("warning") else "BUG"
+        agrees = (d.category == "warning-escalated") == bool(bug.get("warning"))
+        d.add("instruction", f"__bug_table entry at the PC: {kind} at {bug['file']}:{bug['line']}",
+              "the kernel's bug table in the dump", 0.05 if agrees else -0.1, agrees=agrees)
+    if fault.get("invalid_pc"):
+        caller = fault.get("caller") or {}
+        d.add("register", f"PC {_hex(fault.get('pc'))} is not in kernel text: a call through a bad function pointer"
+              + (f"; the return address on the stack is in {caller.get('symbol')}" if caller else ""),
+              "pt_regs + [rsp]")
     if fault.get("poison"):
         d.add("memory", f"bad pointer is a poison value: {fault['poison']}", "register value")
     ec = fault.get("error_code")
@@ -275,6 +296,15 @@ def decide(report: Report) -> Verdict:
         if later:
             d.add("log", f"the dump was taken at a later crash ({later[-1].get('headline')}); "
                   "the first one is the root", "printk log order", 0.0)
+
+    # A call through a bad function pointer: the frame with the invalid PC names nothing;
+    # its caller, from the return address on the stack, is the suspect.
+    caller = (report.fault or {}).get("caller")
+    if current and caller and (report.fault or {}).get("invalid_pc"):
+        if d.guilty is None or d.guilty.index <= (report.fault or {}).get("frame_index", 0) or not d.function:
+            d.function = base_name(caller.get("function"))
+            d.module = caller.get("module")
+            d.source = caller.get("source")
 
     # 3. Supporting facts.
     _fault_evidence(d, report)
@@ -359,12 +389,21 @@ def _explain(d: _Decision, report: Report) -> str | None:
         if f.get("suspects"):
             s = f["suspects"][0]
             through = f" through `{s['name']}` == NULL" + (f" (member `{s['member']}`)" if s.get("member") else "")
-        return f"{where} {acc} address {_hex(addr)}{through}."
+        origin = f.get("origin") or {}
+        came = ""
+        if origin.get("variable") and f.get("suspects"):
+            expr = f"{origin['variable']}->{origin['member']}" if origin.get("member") else origin["variable"]
+            came = f"; `{f['suspects'][0]['name']}` was loaded from `{expr}`"
+        return f"{where} {acc} address {_hex(addr)}{through}{came}."
     if d.category == "general-protection-fault":
         return f"{where} used a non-canonical pointer ({_hex(f.get('bad_register_value'))})" + (
             f", a poison value: {f['poison']}." if f.get("poison") else ".")
     if d.category == "bad-page-fault":
-        return f"{where} touched {_hex(f.get('fault_address'))}, which has no valid mapping."
+        ident = f" ({f['identity']})" if f.get("identity") else ""
+        return f"{where} touched {_hex(f.get('fault_address'))}{ident}, which has no valid mapping."
+    if d.category in ("bug-assertion", "warning-escalated") and (f.get("bug") or {}).get("file"):
+        b = f["bug"]
+        return f"{where} hit {'WARN' if b.get('warning') else 'BUG'}() at {b['file']}:{b['line']}."
     if d.category == "stack-overflow":
         return f"{where} ran the kernel stack past its end (guard page hit)."
     if d.category == "stack-corruption":
