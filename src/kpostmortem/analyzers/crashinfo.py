@@ -80,10 +80,12 @@ def run(ctx: Context, report: Report) -> None:
         s["hostname"] = ctx.dump.header.hostname
         s["release"] = ctx.dump.header.release
     s["arch"] = ctx.dump.arch
+    # The timekeeper is updated at tick granularity; the log's last timestamp may be later.
+    last_log = max((ln.timestamp for ln in ctx.log_lines if ln.timestamp is not None), default=None)
     try:
-        s["uptime_seconds"] = round(uptime(prog), 3)
+        s["uptime_seconds"] = round(max(uptime(prog), last_log or 0.0), 3)
     except (LookupError, drgn.FaultError, ValueError):
-        s["uptime_seconds"] = ctx.log_lines[-1].timestamp if ctx.log_lines else None
+        s["uptime_seconds"] = last_log
     s["crash_time"] = ctx.dump.header.crash_time
     msg = panic_message(prog)
     s["panic_message"] = msg.decode(errors="replace") if msg else None

@@ -28,20 +28,23 @@ def frame_lines(report: dict[str, Any], limit: int | None = None) -> list[str]:
     seg = None
     shown = frames if limit is None else frames[:limit]
     for f in shown:
+        if f.get("pc") is not None and f["pc"] < 1 << 63 and f.get("function") is None:
+            lines.append(f"      user space: rip {hexa(f['pc'])}")
+            continue
         if f.get("segment") != seg:
             if seg is not None:
                 lines.append(f"      ── {f.get('segment') or '?'} stack ──")
             seg = f.get("segment")
         marks = []
         if f.get("interrupted") and not f.get("inline"):
-            marks.append("← exception frame")
+            marks.append("← exception")
         if f.get("inline"):
             marks.append("(inlined)")
         if f.get("index") == guilty:
             marks.append("◀ guilty")
         mod = f"[{f['module']}]" if f.get("module") else ""
         lines.append(
-            f"  #{f['index']:<3d}{f['symbol']:<38s} {f.get('source') or '':<34s} {mod:<12s} {' '.join(marks)}".rstrip()
+            f"  #{f['index']:<3d}{f["symbol"]:<32s} {f.get('source') or '':<28s} {mod:<10s} {' '.join(marks)}".rstrip()
         )
     if limit is not None and len(frames) > limit:
         lines.append(f"  … {len(frames) - limit} more frames (full trace in --format json)")

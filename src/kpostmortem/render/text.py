@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 from .common import frame_lines, hexa, insn_lines, size_text
 
 _BOLD, _RED, _GREEN, _YELLOW, _DIM, _RESET = "\033[1m", "\033[31m", "\033[32m", "\033[33m", "\033[2m", "\033[0m"
+
+
+WIDTH = 100
 
 
 def render_text(report: dict[str, Any], color: bool = False, **_options: Any) -> str:
@@ -34,7 +38,7 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
     where = v.get("source") or "source unknown"
     out.append(f"         {where} — in {v.get('function') or '?'}()" + (f" [{v['module']}]" if v.get("module") else ""))
     if v.get("explanation"):
-        out.append(f"         {v['explanation']}")
+        out.append(textwrap.fill(v["explanation"], WIDTH, initial_indent=" " * 9, subsequent_indent=" " * 9))
     cul = v.get("culprit")
     if cul:
         words = ", ".join(cul.get("taint_names") or []) or "no taint flags"
@@ -43,8 +47,14 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
     out.append(c(_BOLD, "EVIDENCE"))
     for e in v.get("evidence", []):
         mark = c(_GREEN, "✔") if e.get("agrees", True) else c(_YELLOW, "✘")
-        src = f"   ({e['source']})" if e.get("source") else ""
-        out.append(f"  {mark} {e['text']}{c(_DIM, src)}")
+        src = f"({e['source']})" if e.get("source") else ""
+        line = f"  {mark} {e['text']}"
+        if src and len(line) + len(src) + 3 <= WIDTH:
+            out.append(f"{line}   {c(_DIM, src)}")
+        else:
+            out.append(line)
+            if src:
+                out.append(" " * max(4, WIDTH - len(src)) + c(_DIM, src))
     for m in v.get("missing", []):
         out.append(f"  {c(_YELLOW, '?')} could not check: {m}")
     out.append("")
@@ -109,7 +119,7 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
             b = fault["bug"]
             out.append(f"  __bug_table: {'WARN' if b.get('warning') else 'BUG'} at {b['file']}:{b['line']}")
         for sus in fault.get("suspects", []):
-            mem = f"; accessed `{sus['name']}->{sus['member']}` ({sus['struct']})" if sus.get("member") else ""
+            mem = f": accessing `{sus['name']}->{sus['member']}`" if sus.get("member") else ""
             out.append(
                 f"  {fault.get('bad_register')} holds `{sus['name']}` ({sus['type']}) in {sus['function']}(){mem}"
             )
@@ -151,6 +161,7 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
             out.append(f"  {o['name']}: {o['status']}: {o.get('detail')}")
     out.append("")
     out.append(c(_BOLD, "NEXT"))
-    out.append(f"  kpostmortem shell {d.get('path', 'VMCORE')}     then: report, fault, panic_trace")
-    out.append("  --format markdown                 for the ticket (add --redact before sharing)")
+    out.append(f"  kpostmortem shell {d.get('path', 'VMCORE')}")
+    out.append("      an interactive drgn session with report, verdict, fault, panic_trace in scope")
+    out.append("  --format markdown --redact        for a ticket, with host names and secrets removed")
     return "\n".join(out) + "\n"

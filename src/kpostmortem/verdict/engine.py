@@ -199,9 +199,9 @@ def _fault_evidence(d: _Decision, report: Report) -> None:
             d.add("register", f"address class: {cls.get('description')}", "fault address",
                   0.05 if agrees else -0.1, agrees=agrees)
     for s in fault.get("suspects", [])[:2]:
-        member = f"`{s['name']}->{s['member']}` ({s['struct']})" if s.get("member") else f"`{s['name']}`"
-        d.add("debuginfo", f"{fault.get('bad_register')} holds {member} in {s['function']}()",
-              "DWARF location of the variable at this PC", 0.03)
+        access = f", the access is `{s['name']}->{s['member']}`" if s.get("member") else ""
+        holds = f"{fault.get('bad_register')} holds `{s['name']}` ({s['type']}) in {s['function']}()"
+        d.add("debuginfo", holds + access, "DWARF location of the variable at this PC", 0.03)
     origin = fault.get("origin") or {}
     if origin.get("text"):
         d.add("debuginfo", origin["text"], "backward scan of the decoded window + DWARF")
