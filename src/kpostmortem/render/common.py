@@ -44,7 +44,7 @@ def frame_lines(report: dict[str, Any], limit: int | None = None) -> list[str]:
             marks.append("◀ guilty")
         mod = f"[{f['module']}]" if f.get("module") else ""
         lines.append(
-            f"  #{f['index']:<3d}{f["symbol"]:<32s} {f.get('source') or '':<28s} {mod:<10s} {' '.join(marks)}".rstrip()
+            f"  #{f['index']:<3d}{f['symbol']:<32s} {f.get('source') or '':<28s} {mod:<10s} {' '.join(marks)}".rstrip()
         )
     if limit is not None and len(frames) > limit:
         lines.append(f"  … {len(frames) - limit} more frames (full trace in --format json)")
