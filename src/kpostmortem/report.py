@@ -84,6 +84,32 @@ class Verdict:
     missing: list[str] = field(default_factory=list)
     """What the verdict could not see (failed analyzers, unread memory)."""
 
+    def __str__(self) -> str:
+        """The verdict as a terminal block: title, category and confidence, where, evidence."""
+        where = self.source or "source unknown"
+        if self.function:
+            where += f" — in {self.function}()"
+        if self.module:
+            where += f" [{self.module}]"
+        lines = [
+            self.title,
+            f"  category {self.category} · confidence {self.confidence}"
+            + (f" · signature {self.signature}" if self.signature else "")
+            + (" · DEGRADED (no kernel DWARF)" if self.degraded else ""),
+            f"  {where}",
+        ]
+        if self.explanation:
+            lines.append(f"  {self.explanation}")
+        for e in self.evidence:
+            src = f"   ({e.source})" if e.source else ""
+            lines.append(f"  {'✔' if e.agrees else '✘'} {e.text}{src}")
+        lines.extend(f"  ? could not check: {m}" for m in self.missing)
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        """IPython shows the verdict as text too."""
+        p.text(str(self))
+
 
 @dataclass
 class Outcome:
@@ -112,6 +138,25 @@ class Report:
     modules: dict[str, Any] = field(default_factory=dict)
     log: dict[str, Any] = field(default_factory=dict)
     outcomes: list[Outcome] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        """A short summary: the dump, the verdict title, how the analyzers went, the sections."""
+        ok = sum(o.status == "ok" for o in self.outcomes)
+        not_ok = [f"{o.name} {o.status}" for o in self.outcomes if o.status != "ok"]
+        dump = self.dump.get("file") or self.dump.get("path") or "?"
+        lines = [
+            f"Report on {dump} ({self.dump.get('release') or '?'} {self.dump.get('arch') or ''})".rstrip(),
+            f"  verdict: {self.verdict.title} ({self.verdict.category}, "
+            f"confidence {self.verdict.confidence})",
+            f"  analyzers: {ok}/{len(self.outcomes)} ok" + (f" ({', '.join(not_ok)})" if not_ok else ""),
+            f"  {len(self.frames)} frames on the crashed stack; sections: .verdict .summary "
+            ".crashed_task .frames .fault .stack_checks .modules .log; .to_dict() for all",
+        ]
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        """IPython shows the summary too."""
+        p.text(str(self))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON contract: ``schema_version`` first, the verdict next, then the sections."""
