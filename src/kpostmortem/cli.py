@@ -110,5 +110,32 @@ def analyze(
     sys.exit(ExitCode.VERDICT if v.category != "unknown" and v.confidence >= 0.5 else ExitCode.NO_VERDICT)
 
 
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("vmcore", type=click.Path())
+@with_debug_options
+def shell(vmcore: str, vmlinux: str | None, debuginfo: tuple[str, ...]) -> None:
+    """Open VMCORE in drgn's interactive session, with the analysis in scope.
+
+    Debug info is found as for `analyze`. In the session: report, verdict, fault, panic_trace,
+    ctx, drgn's helpers, kpostmortem's helpers and the %kpm commands; kpm_help() lists them.
+    Commands may also be fed on standard input.
+    """
+    from .shell import open_session, run_shell
+
+    try:
+        session = open_session(vmcore, vmlinux, debuginfo, progress=_progress(sys.stderr.isatty()))
+    except KpmError as e:
+        _fail(e.one_line(), e.exit_code)
+        return
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+        return
+    except Exception as e:  # noqa: BLE001 - never a traceback for the user
+        _fail(f"internal error: {type(e).__name__}: {e} (please report with the command line)", ExitCode.INTERNAL)
+        return
+    run_shell(session)
+
+
 if __name__ == "__main__":
     main()
