@@ -133,6 +133,8 @@ def scenario_initrd(base: Path, sc: dict, out: Path) -> Path:
         "KPM_FORMAT": sc.get("format", "kdump"),
         "KPM_LEVEL": str(sc.get("dump_level", 31)),
         "KPM_WAIT": str(NO_CRASH_WAIT),
+        "KPM_HOSTNAME": sc.get("hostname", ""),
+        "KPM_TRIGGER_COMM": sc.get("trigger_comm", ""),
     }
     w = CpioWriter()
     w.add_bytes("etc/kpm.env", "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items()).encode())

@@ -46,6 +46,9 @@ fi
 
 . /etc/kpm.env
 mount -t debugfs debugfs /sys/kernel/debug
+if [ -n "$KPM_HOSTNAME" ]; then
+	hostname "$KPM_HOSTNAME" && echo "kpm-init: hostname $(hostname)"
+fi
 
 kexec -p /boot/vmlinuz --initrd=/boot/capture.cpio \
 	--append="console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=-1 kpm.dump_format=$KPM_FORMAT kpm.dump_level=$KPM_LEVEL"
@@ -71,7 +74,8 @@ fire() {
 	echo "kpm-init: firing $1"
 	case "$1" in
 	sysrq-c) sh -c 'echo c > /proc/sysrq-trigger' ;;
-	*) sh -c "echo $1 > /sys/kernel/debug/crashpoc/trigger" ;;
+	# KPM_TRIGGER_COMM renames the child (its comm) before it writes the trigger.
+	*) sh -c "${KPM_TRIGGER_COMM:+echo -n $KPM_TRIGGER_COMM > /proc/self/comm; }echo $1 > /sys/kernel/debug/crashpoc/trigger" ;;
 	esac
 }
 

@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -23,11 +24,11 @@ CRASHPOC_SRC = REPO / "fixtures" / "vmcores" / "crashpoc"
 DEFAULTS = {
     "format": "kdump", "dump_level": 31, "boot_args": "", "sysctls": {},
     "load_module": True, "console": [], "dmesg": [], "followup": "", "preload": [],
-    "panic_on_oops": True,
+    "panic_on_oops": True, "hostname": "", "trigger_comm": "",
 }
 # Keys that change what the guest does; a change in any of them redoes the dump.
 CAPTURE_KEYS = ("kernel", "trigger", "followup", "format", "dump_level", "boot_args",
-                "sysctls", "load_module", "preload", "panic_on_oops")
+                "sysctls", "load_module", "preload", "panic_on_oops", "hostname", "trigger_comm")
 
 
 def cache_root() -> Path:
@@ -52,6 +53,11 @@ def load_manifest(path: Path = MANIFEST) -> list[dict]:
             raise SystemExit(f"{path}: {sc['name']}: unknown kernel series {sc['kernel']}")
         if sc["format"] not in ("kdump", "elf"):
             raise SystemExit(f"{path}: {sc['name']}: format must be kdump or elf")
+        # Both end up in /init's shell words: keep them to plain name characters.
+        if not re.fullmatch(r"[A-Za-z0-9.-]{0,64}", sc["hostname"]):
+            raise SystemExit(f"{path}: {sc['name']}: hostname must be [A-Za-z0-9.-], at most 64")
+        if not re.fullmatch(r"[A-Za-z0-9._-]{0,15}", sc["trigger_comm"]):
+            raise SystemExit(f"{path}: {sc['name']}: trigger_comm must be [A-Za-z0-9._-], at most 15")
         seen.add(sc["name"])
         out.append(sc)
     return out
