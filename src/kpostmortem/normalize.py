@@ -1,7 +1,8 @@
 """Normalise a report dict into the facts that stay equal across boots of the same crash.
 
-Drops addresses (KASLR), timings, pids, sizes and paths; keeps symbol+offset, sources,
-categories and texts with addresses masked. Golden files and dump comparisons use it.
+The result keeps the report's shape (renderers can render it) but drops what changes
+between boots — addresses (KASLR), timings, pids, CPU numbers, paths, sizes of the dump —
+and masks the same in texts. Golden files and cross-dump comparisons use it.
 """
 
 from __future__ import annotations
@@ -9,79 +10,51 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_KADDR = re.compile(r"\b(0x)?(ff[0-9a-f]{14}|[0-9a-f]{16})\b", re.I)
+# Keys whose values change between boots or machines.
+DROP_KEYS = frozenset({
+    "pc", "sp", "address", "bytes", "registers", "seconds", "timestamp", "crash_time", "uptime_seconds",
+    "path", "pid", "cpu", "preempt_count", "command", "size", "build_id", "vmlinux", "vmlinux_build_id",
+    "dump_build_id", "modules", "searched", "tail", "lines_total", "canaries_checked", "return_address",
+    "bad_register_value", "first_line_index", "last_line_index", "value", "mask", "nr_cpus", "debug_file",
+    "srcversion", "code", "stack_segments", "lines",
+})
+# Keys dropped only inside the report's ``debug_info`` section (paths of this machine).
+_KERNEL_HALF = 0xFF00000000000000
+
+_KADDR = re.compile(r"\b(0x)?(ff[0-9a-f]{14})\b", re.I)
 _TIME = re.compile(r"\b\d+\.\d+ ?s\b")
-_PID = re.compile(r"\b(pid|PID:?)\s+\d+")
-_BRACKET_PID = re.compile(r"\[(\d+)\]")
+_PID = re.compile(r"\b(pid|PID:?|CPU:?|CPU#)\s*\d+")
+_BRACKET = re.compile(r"\[([\w/:.-]*?):?\d+\]")
+_STUCK = re.compile(r"stuck for \d+s")
 
 
 def mask(text: str | None) -> str | None:
-    """Mask kernel addresses, timings and pids in a line of text."""
+    """Mask kernel addresses, durations, pids and CPU numbers in a line of text."""
     if text is None:
         return None
     text = _KADDR.sub("ADDR", text)
     text = _TIME.sub("T s", text)
+    text = _STUCK.sub("stuck for Ns", text)
     text = _PID.sub(lambda m: m.group(1) + " N", text)
-    return _BRACKET_PID.sub("[N]", text)
+    return _BRACKET.sub(lambda m: f"[{m.group(1)}:N]" if m.group(1) else "[N]", text)
+
+
+def _walk(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _walk(v) for k, v in value.items() if k not in DROP_KEYS}
+    if isinstance(value, list):
+        return [_walk(v) for v in value]
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= _KERNEL_HALF:
+        return "ADDR"
+    return value
 
 
 def normalized_report(report: dict[str, Any]) -> dict[str, Any]:
-    """The stable subset of a report dict (see module docstring)."""
-    v = report.get("verdict") or {}
-    s = report.get("summary") or {}
-    t = report.get("crashed_task") or {}
-    f = report.get("fault") or {}
-    frames = (report.get("stack") or {}).get("frames", [])
-    mods = report.get("modules") or {}
-    log = report.get("log") or {}
-    sc = report.get("stack_checks") or {}
-    return {
-        "verdict": {
-            "category": v.get("category"),
-            "title": v.get("title"),
-            "function": v.get("function"),
-            "module": v.get("module"),
-            "source": v.get("source"),
-            "signature": v.get("signature"),
-            "guilty_frame": v.get("guilty_frame"),
-            "evidence": [mask(e["text"]) for e in v.get("evidence", [])],
-            "degraded": v.get("degraded"),
-        },
-        "summary": {
-            "how": (s.get("how") or {}).get("mode"),
-            "panic_message": mask(s.get("panic_message")),
-            "panic_on_oops": s.get("panic_on_oops"),
-            "panic_on_warn": s.get("panic_on_warn"),
-            "panic_timeout": s.get("panic_timeout"),
-            "taint": (s.get("taint") or {}).get("letters"),
-            "crashes_in_log": s.get("crashes_in_log"),
-            "first_oops": mask((s.get("first_oops") or {}).get("headline")),
-        },
-        "crashed_task": {"comm": t.get("comm"), "context": t.get("context")},
-        "frames": [
-            {k: fr.get(k) for k in ("function", "offset", "source", "module", "inline", "interrupted", "segment")}
-            for fr in frames
-        ],
-        "fault": {
-            "function": f.get("function"),
-            "source": f.get("source"),
-            "trapping_instruction": mask(f.get("trapping_instruction")),
-            "access": f.get("access"),
-            "operand": f.get("operand"),
-            "bad_register": f.get("bad_register"),
-            "address_class": (f.get("address_class") or {}).get("kind"),
-            "suspects": f.get("suspects", []),
-            "instructions": [
-                mask(i.get("symbol")) + ": " + (mask(i.get("text")) or "") for i in f.get("instructions", [])
-            ],
-        }
-        if f
-        else {},
-        "modules": [
-            {"name": m["name"], "taints": m.get("taints"), "state": m.get("state")} for m in mods.get("loaded", [])
-        ],
-        "unknown_symbols": mods.get("unknown_symbols", []),
-        "log_records": [{"kind": r["kind"], "headline": mask(r["headline"])} for r in log.get("records", [])],
-        "canaries_damaged": [c.get("comm") for c in sc.get("canaries_damaged", [])],
-        "analyzers": {o["name"]: o["status"] for o in report.get("analyzers", [])},
-    }
+    """The boot-independent subset of a report dict, in the report's own shape."""
+    out = _walk(report)
+    debug = report.get("debug_info") or {}
+    out["debug_info"] = {"degraded": debug.get("degraded"), "modules": sorted(debug.get("modules", {}))}
+    out["tool"] = {"name": (report.get("tool") or {}).get("name")}
+    return out

@@ -45,3 +45,13 @@ def test_golden_normalised_report(scenario, request):
     assert path.exists(), f"no golden file {path}: run pytest --regen-golden"
     want = json.loads(path.read_text())
     assert got == want, f"{scenario['name']}: normalised report differs from {path.name}"
+
+
+@pytest.mark.parametrize("other", ["null-write-2", "null-write-full", "null-write-elf"])
+def test_same_crash_normalises_to_the_same_report(other):
+    """Separate boots (KASLR, pids, timings) and other dump formats of one bug: equal reports."""
+    a = normalized_report(report_of("null-write"))
+    b = normalized_report(report_of(other))
+    for r in (a, b):
+        r.pop("dump")  # format, dump level and compression differ by design
+    assert a == b

@@ -28,7 +28,8 @@ def _record_dict(rec, index: int, lines) -> dict:
         "bug_line": rec.bug_line,
         "panic_message": rec.panic_message,
         "escalates": getattr(rec, "escalates", None),
-        "call_trace": [e.function for e in rec.call_trace],
+        # "? func" entries are stale stack words, different on every boot: reliable ones only.
+        "call_trace": [e.function for e in rec.call_trace if e.reliable],
         "lines": [ln.text for ln in lines[rec.first_line_index : rec.last_line_index + 1]],
     }
 
