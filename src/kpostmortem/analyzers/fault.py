@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..context import Context
 from ..helpers.fault import explain_fault
 from ..report import Report
-from . import Skip
+from .base import Skip
 
 FAULT_KINDS = ("null-deref", "page-fault", "gpf", "bug", "invalid-opcode", "divide-error",
                "double-fault", "stack-guard", "warning")
