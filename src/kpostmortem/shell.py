@@ -122,8 +122,8 @@ def session_banner(session: Session, drgn_banner: str) -> str:
         f"{d.get('arch') or ''}) · drgn {drgn.__version__}",
         f"VERDICT  {v.title}",
         f"         {v.category} · confidence {v.confidence} · {where}",
-        "In scope: " + ", ".join(name for name, _ in VARIABLES) + ". "
-        "Type kpm_help() for a tour, %kpm_verdict / %kpm_fault / %kpm_stack for the analysis.",
+        "In scope: " + ", ".join(name for name, _ in VARIABLES) + ", drgn's and kpostmortem's helpers.",
+        "Help: kpm_help(); commands: %kpm, %kpm_verdict, %kpm_fault, %kpm_stack (each with --help).",
         drgn_banner,
         ">>> from kpostmortem.helpers import *",
     ]
