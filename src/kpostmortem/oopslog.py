@@ -237,16 +237,16 @@ class LogAnalysis:
 # ---------------------------------------------------------------------------------------------
 # Line formats
 
-_HEX = r"[0-9a-fA-F]+"
+_HEX = r"[0-9a-fA-F]{1,16}(?![0-9a-fA-F])"  # a 64-bit value, not a longer run of hex
 _PREFIX = r"(?:[\w.\-/]+ ?: )?"  # a pr_fmt() prefix such as "watchdog: " or "traps: "
 _SYMBOL = re.compile(
-    r"(?P<func>[^\s+\[\]()<>?]+)\+0x(?P<off>[0-9a-fA-F]+)/0x(?P<size>[0-9a-fA-F]+)"
-    r"(?:\s+\[(?P<mod>[^\]\s]+)(?:\s+[0-9a-fA-F]+)?\])?"
+    r"(?P<func>[^\s+\[\]()<>?]+)\+0x(?P<off>[0-9a-fA-F]{1,16})/0x(?P<size>[0-9a-fA-F]{1,16})"
+    r"(?:\s+\[(?P<mod>[^\]\s]+)(?:\s+[0-9a-fA-F]{1,64})?\])?"  # [module build-id]
 )
 _ENTRY = re.compile(
-    r"^\s*(?:\[<(?P<addr>[0-9a-fA-F]+)>\]\s*)?(?P<q>\?\s+)?"
-    r"(?:(?P<sym>[^\s+\[\]()<>?]+\+0x[0-9a-fA-F]+/0x[0-9a-fA-F]+(?:\s+\[[^\]]+\])?)"
-    r"|0x(?P<bare>[0-9a-fA-F]+)|\(null\))"
+    r"^\s*(?:\[<(?P<addr>[0-9a-fA-F]{1,16})>\]\s*)?(?P<q>\?\s+)?"
+    r"(?:(?P<sym>[^\s+\[\]()<>?]+\+0x[0-9a-fA-F]{1,16}/0x[0-9a-fA-F]{1,16}(?:\s+\[[^\]]+\])?)"
+    r"|0x(?P<bare>[0-9a-fA-F]{1,16})|\(null\))"
     r"(?:\s+\([A-Z]\))?\s*$"
 )
 _MARKER = re.compile(r"^\s*<(/?)([A-Z#][A-Z0-9#_]*)>\s*(.*)$")
@@ -276,25 +276,29 @@ _FAULT_HEADLINES = (
 )
 _H_GUARD = re.compile(r"BUG: (?:(\S+) )?stack guard page was hit at (\S+)")
 _H_DF = re.compile(r"PANIC: double fault, error_code: (0x" + _HEX + ")")
-_H_KBUG = re.compile(r"kernel BUG at (.+?):(\d+)!")
+_H_KBUG = re.compile(r"kernel BUG at (.+?):(\d{1,18})!")
 _H_KBUG_NOINFO = re.compile(r"Kernel BUG at (\S+) \[verbose debug info unavailable\]")
 _H_WARN = re.compile(
-    r"^" + _PREFIX + r"WARNING: CPU: (?P<cpu>\d+) PID: (?P<pid>\d+) at "
-    r"(?:(?P<file>[^\s:]+):(?P<line>\d+) )?(?P<where>.*)$"
+    r"^" + _PREFIX + r"WARNING: CPU: (?P<cpu>\d{1,18}) PID: (?P<pid>\d{1,18}) at "
+    r"(?:(?P<file>[^\s:]+):(?P<line>\d{1,18}) )?(?P<where>.*)$"
 )
 _H_WARN_NEW = re.compile(
-    r"^" + _PREFIX + r"WARNING: (?:(?P<file>[^\s:]+):(?P<line>\d+) )?at (?P<where>.*?), "
-    r"CPU#(?P<cpu>\d+): (?P<comm>.*)/(?P<pid>\d+)$"
+    r"^" + _PREFIX + r"WARNING: (?:(?P<file>[^\s:]+):(?P<line>\d{1,18}) )?at (?P<where>.*?), "
+    r"CPU#(?P<cpu>\d{1,18}): (?P<comm>.*)/(?P<pid>\d{1,18})$"
 )
 _H_LOCKDEP = re.compile(
     r"^WARNING: (?:possible |inconsistent lock|suspicious RCU|bad unlock|held lock|"
     r"lock held|Nested lock|\S+ still has locks held|\S+-safe -> \S+-unsafe)"
 )
-_H_DIE = re.compile(r"^(?:Oops: )?(?P<str>[^\[\]]+?): (?P<code>[0-9a-f]{4,16}) \[#(?P<n>\d+)\]")
+_H_DIE = re.compile(
+    r"^(?:Oops: )?(?P<str>[^\[\]]+?): (?P<code>[0-9a-f]{4,16}) \[#(?P<n>\d{1,18})\]"
+)
 _H_PANIC = re.compile(r"Kernel panic - not syncing: ?(.*)$")
-_H_SOFT = re.compile(r"BUG: soft lockup - CPU#(\d+) stuck for (\d+)s! \[(.*):(\d+)\]")
-_H_HARD = re.compile(r"Watchdog detected hard LOCKUP on cpu (\d+)")
-_H_HUNG = re.compile(r"INFO: task (.+):(\d+) blocked .*?for more than (\d+) seconds")
+_H_SOFT = re.compile(
+    r"BUG: soft lockup - CPU#(\d{1,18}) stuck for (\d{1,18})s! \[(.*):(\d{1,18})\]"
+)
+_H_HARD = re.compile(r"Watchdog detected hard LOCKUP on cpu (\d{1,18})")
+_H_HUNG = re.compile(r"INFO: task (.+):(\d{1,18}) blocked .*?for more than (\d{1,18}) seconds")
 _H_RCU = re.compile(
     r"INFO: (\S+) (?:self-detected stall on CPU|detected (?:expedited )?stalls on (?:CPUs/)?tasks)"
 )
@@ -311,28 +315,33 @@ _H_UBSAN = re.compile(r"^" + _PREFIX + r"UBSAN: \S")
 _PF_ACCESS = re.compile(r"^#PF: ((?:supervisor|user) .+ in (?:kernel|user) mode)")
 _PF_CODE = re.compile(r"^#PF: error_code\((0x" + _HEX + r")\)")
 _PAGE_TABLE = re.compile(r"^PGD \S+")
-_CPU_LINE = re.compile(r"^CPU: (\d+) (?:UID: (\d+) )?PID: (\d+) Comm: (.*)$")
+_CPU_LINE = re.compile(r"^CPU: (\d{1,18}) (?:UID: (\d{1,18}) )?PID: (\d{1,18}) Comm: (.*)$")
 _TAINT_RELEASE = re.compile(r"^(?:Not tainted|Tainted: (?P<t>[A-Z ]*?))\s+(?P<rel>\S+)\s+#")
 _TAINT_RELEASE_LOOSE = re.compile(r"^(?:Not tainted|Tainted: (?P<t>[A-Z ]*[A-Z]))\s+(?P<rel>\S+)")
 _HUNG_TAINT = re.compile(r"^(?:Not tainted|Tainted: )")
 _HARDWARE = re.compile(r"^Hardware name: (.*)$")
 _WORKQUEUE = re.compile(r"^Workqueue: (.*)$")
 _RIP = re.compile(r"^(?:RIP|pc) ?: (?:([0-9a-fA-F]{4}):)?(.*)$")
+_RIP_ADDRESS = re.compile(r"^\[<(" + _HEX + r")>\]\s*")
+_BARE_HEX = re.compile(r"^(?:0x)?(" + _HEX + r")\s*$")
+_GP_ADDRESS = re.compile(r"(?:non-canonical address|maybe for address) (0x" + _HEX + ")")
 _CODE = re.compile(r"^Code: (.*)$")
 _REG_START = re.compile(
     r"^(?:RSP|RAX|RBX|RCX|RDX|RSI|RDI|RBP|R0[89]|R1[0-5]|FS|GS|CS|DS|ES|CR[0234]|DR[0-7]|"
     r"PKRU|EFLAGS|ORIG_RAX): "
 )
 _REG_PAIR = re.compile(
-    r"([A-Za-z][A-Za-z0-9_]*):\s*(?:([0-9a-fA-F]{4}):)?([0-9a-fA-F]+)(?:\(([0-9a-fA-F]+)\))?"
+    r"([A-Za-z][A-Za-z0-9_]*):\s*(?:([0-9a-fA-F]{4}):)?(" + _HEX + r")(?:\(([0-9a-fA-F]+)\))?"
 )
 _CALL_TRACE = re.compile(r"^Call [Tt]race:\s*$")
 _MODULES = re.compile(r"^Modules linked in:(.*)$")
+_LAST_UNLOADED = re.compile(r"\[last unloaded: ([^\]]*)\]")
+_MODULE_TOKEN = re.compile(r"^([^\s()\[\]]+)(?:\(([A-Z+\-]*)\))?$")
 _END_TRACE = re.compile(r"^---\[ end trace [0-9a-fA-F]* ?\]---")
 _END_PANIC = re.compile(r"---\[ end Kernel panic - not syncing")
-_NMI_BT = re.compile(r"^NMI backtrace for cpu (\d+)")
+_NMI_BT = re.compile(r"^NMI backtrace for cpu (\d{1,18})")
 _OTHER_CPU = re.compile(r"^(?:Sending NMI from CPU \d+ to CPUs|Task dump for CPU \d+:)")
-_RCU_CPU = re.compile(r"^(?:rcu: )?\s*(\d+)-\S*: \(")
+_RCU_CPU = re.compile(r"^(?:rcu: )?\s*(\d{1,18})-\S*: \(")
 _TRACE_BREAK = re.compile(
     r"^(?:Modules linked in:|---\[|Kernel Offset:|Rebooting in|CPU: \d|Hardware name:|"
     r"Call [Tt]race:|NMI backtrace for cpu|Sending NMI from|Task dump for CPU|task:\S|"
@@ -435,14 +444,14 @@ def _parse_code(text: str) -> tuple[bytes | None, int | None]:
 
 def _parse_modules(text: str) -> tuple[tuple[str, ...], dict[str, str], str | None]:
     last_unloaded = None
-    m = re.search(r"\[last unloaded: ([^\]]*)\]", text)
+    m = _LAST_UNLOADED.search(text)
     if m:
-        last_unloaded = re.sub(r"\(.*\)$", "", m.group(1).strip()) or None
+        last_unloaded = m.group(1).split("(")[0].strip() or None
         text = text[: m.start()] + text[m.end() :]
     names: list[str] = []
     taints: dict[str, str] = {}
     for token in text.split():
-        mod = re.match(r"^([^\s()\[\]]+)(?:\(([A-Z+\-]*)\))?$", token)
+        mod = _MODULE_TOKEN.match(token)
         if mod is None:
             continue
         names.append(mod.group(1))
@@ -740,18 +749,18 @@ class _Builder:
         if cs is not None:
             self.registers.setdefault("CS", int(cs, 16))
         rest = rest.strip()
-        addr_m = re.match(r"^\[<(" + _HEX + r")>\]\s*", rest)
         address = None
+        addr_m = _RIP_ADDRESS.match(rest)
         while addr_m is not None:
             address = _hex(addr_m.group(1))
             rest = rest[addr_m.end() :]
-            addr_m = re.match(r"^\[<(" + _HEX + r")>\]\s*", rest)
+            addr_m = _RIP_ADDRESS.match(rest)
         sym = _parse_symbol(rest)
         if sym is not None:
             func, off, size, mod = sym
             self.rip = TraceEntry(func, off, size, mod, True, None, address)
             return
-        bare = re.match(r"^(?:0x)?(" + _HEX + r")\s*$", rest)
+        bare = _BARE_HEX.match(rest)
         if bare is not None:
             value = _hex(bare.group(1))
             if value is not None:
@@ -808,7 +817,7 @@ class _Builder:
         self.oops_code = _hex(m.group("code"))
         self.oops_number = int(m.group("n"))
         description = m.group("str")
-        gp = re.search(r"(?:non-canonical address|maybe for address) (0x" + _HEX + ")", description)
+        gp = _GP_ADDRESS.search(description)
         if gp is not None and self.fault_address is None:
             self.fault_address = _hex(gp.group(1)[2:])
 
@@ -1253,7 +1262,7 @@ _ANSI = re.compile(r"\x1b(?:\[[0-9;?]*[ -/]*[@-~]|[@-Z\\-_])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _STAMP = re.compile(r"\[\s*(\d{1,10})\.(\d{6})\](?:\[\s*([TC]\d+)\])?")
 _LEAD_STAMP = re.compile(r"^\[\s*(\d{1,10})\.(\d{1,9})\](?:\[\s*([TC]\d+)\])?")
-_KMSG = re.compile(r"^(\d{1,4}),\d+,(\d+),[^;]*?(?:caller=([TC]\d+)[^;]*)?;(.*)$")
+_KMSG = re.compile(r"^(\d{1,4}),\d+,(\d{1,18}),[^;]*?(?:caller=([TC]\d+)[^;]*)?;(.*)$")
 _SYSLOG_LEVEL = re.compile(r"^<(\d{1,3})>")
 _JOURNAL = re.compile(r"^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ kernel: (.*)$")
 

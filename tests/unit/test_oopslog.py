@@ -772,3 +772,25 @@ def test_kdump_loaded_flag():
     assert fixture("oops_null_6.1.log").records[0].kdump_loaded is True
     assert fixture("bug_6.1.log").records[0].kdump_loaded is False
     assert fixture("bug_6.1.log").records[1].kdump_loaded is None
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # int() refuses decimal strings over 4300 digits: found by fuzzing, once raised ValueError
+        "CPU: " + "1" * 5000 + " PID: 1 Comm: x Not tainted 6.1.0 #1",
+        "watchdog: BUG: soft lockup - CPU#" + "9" * 5000 + " stuck for 1s! [a:1]",
+        "Oops: 0002 [#" + "7" * 5000 + "] SMP",
+        "4,1," + "5" * 5000 + ",-;BUG: x",
+        "RAX: " + "f" * 5000 + " RBX: 0000000000000001",
+        "BUG: kernel NULL pointer dereference, address: " + "0" * 5000,
+    ],
+)
+def test_huge_numbers_do_not_raise(line):
+    lines = parse_dmesg_text(
+        "BUG: kernel NULL pointer dereference, address: 0000000000000018\n" + line
+    )
+    analysis = parse_log(lines)
+    check_invariants(lines, analysis)
+    for rec in analysis.records:
+        assert all(value < 1 << 64 for value in rec.registers.values())
