@@ -136,6 +136,7 @@ class Report:
     fault: dict[str, Any] = field(default_factory=dict)
     stack_checks: dict[str, Any] = field(default_factory=dict)
     modules: dict[str, Any] = field(default_factory=dict)
+    blocked_tasks: dict[str, Any] = field(default_factory=dict)
     log: dict[str, Any] = field(default_factory=dict)
     outcomes: list[Outcome] = field(default_factory=list)
 
@@ -174,6 +175,7 @@ class Report:
             "stack": stack,
             "stack_checks": self.stack_checks,
             "modules": self.modules,
+            "blocked_tasks": self.blocked_tasks,
             "log": self.log,
             "analyzers": [dataclasses.asdict(o) for o in self.outcomes],
         }

@@ -165,7 +165,11 @@ def test_analysis_helpers_refuse_a_program_that_is_not_a_kernel():
 
 def test_help_summary_is_the_first_sentence_without_markup():
     assert _summary(helpers.crash_report) == "The full report of the crash (see crash_analysis); .to_dict() for JSON"
-    assert _summary(helpers.stack_end_canary) == "The stack-end canary of task (struct task_struct *)"
+
+    def documented():
+        """Return the thing of a task (``struct task_struct *``). More text that is not shown."""
+
+    assert _summary(documented) == "Return the thing of a task (struct task_struct *)"
 
 
 def test_plugin_hook_ignores_programs_that_are_not_kernels(monkeypatch):

@@ -94,6 +94,35 @@ class FaultExplanation:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def __str__(self) -> str:
+        lines = [f"fault in {self.function or '?'} ({self.source or 'source unknown'}), frame #{self.frame_index}"]
+        for insn in self.instructions:
+            lines.append(f"  {'→' if insn['trap'] else ' '} {insn['symbol']:<34s} {insn['text']}")
+        if self.invalid_pc:
+            lines.append(f"  PC {self.pc:#x} is not in kernel text; called from "
+                         f"{(self.caller or {}).get('symbol', '?')}")
+        if self.operand:
+            lines.append(f"  {self.access} of {self.operand}: effective address "
+                         f"{'?' if self.effective_address is None else hex(self.effective_address)}, "
+                         f"fault address {'?' if self.fault_address is None else hex(self.fault_address)}")
+        if self.bad_register:
+            lines.append(f"  bad pointer in {self.bad_register} = {self.bad_register_value:#x}"
+                         + (f" ({self.poison})" if self.poison else ""))
+        if self.address_class:
+            lines.append(f"  {self.address_class['description']}")
+        for s in self.suspects:
+            access = f", accessing {s.name}->{s.member}" if s.member else ""
+            lines.append(f"  {self.bad_register} holds `{s.name}` ({s.type}) in {s.function}(){access}")
+        if self.origin and self.origin.get("text"):
+            lines.append(f"  {self.origin['text']}")
+        if self.mapping:
+            lines.append(f"  page-table walk: {self.mapping}" + (f"; {self.identity}" if self.identity else ""))
+        if self.bug and self.bug.get("file"):
+            lines.append(f"  __bug_table: {'WARN' if self.bug['warning'] else 'BUG'} at "
+                         f"{self.bug['file']}:{self.bug['line']}")
+        lines += [f"  problem: {p}" for p in self.problems]
+        return "\n".join(lines)
+
 
 # Where kdump saves the crashing CPU's registers: drgn marks these frames as interrupted,
 # but their registers are a snapshot taken by panic()/crash_kexec(), not an exception.
@@ -406,6 +435,21 @@ def bug_entry_at(prog: drgn.Program, pc: int) -> dict | None:
     return None
 
 
+def _pc_in_text(prog: drgn.Program, pc: int) -> bool:
+    """Whether ``pc`` is in kernel or module code (symbolised or not: a module may lack debug info)."""
+    try:
+        prog.symbol(pc)
+        return True
+    except LookupError:
+        pass
+    if module_of_address(prog, pc):
+        return True
+    try:
+        return prog.symbol("_stext").address <= pc < prog.symbol("_etext").address
+    except LookupError:
+        return False
+
+
 def explain_fault(
     prog: drgn.Program,
     trace: Sequence[drgn.StackFrame],
@@ -445,9 +489,7 @@ def explain_fault(
             "text": decode_pf_error_code(error_code).describe()
         }
     ex.va_bits = virtual_address_bits(prog)
-    try:
-        prog.symbol(pc)
-    except LookupError:
+    if not _pc_in_text(prog, pc):
         # The PC is not in any known text: a call through a NULL or garbage function pointer.
         # The call pushed the return address, so [sp] names the caller.
         ex.invalid_pc = True

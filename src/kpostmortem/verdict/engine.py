@@ -109,6 +109,7 @@ class _Decision:
     module: str | None = None
     source: str | None = None
     message: str | None = None
+    variant: str | None = None
     score: float = 0.2
     evidence: list[Evidence] = field(default_factory=list)
 
@@ -128,7 +129,10 @@ def _rec_is_current(rec: dict, report: Report) -> bool:
     if rec.get("pid") is not None and task.get("pid") is not None and rec["pid"] != task["pid"]:
         return False
     records = report.log.get("records", [])
-    later = [r for r in records[rec.get("index", 0) + 1 :] if category_of_record(r) is not None]
+    later = [
+        r for r in records[rec.get("index", 0) + 1 :]
+        if category_of_record(r) is not None and (r.get("pid") is None or r.get("pid") != rec.get("pid"))
+    ]
     return not later
 
 
@@ -153,6 +157,25 @@ def _guilty_from_trace(d: _Decision, report: Report) -> None:
         d.function = base_name(d.guilty.function)
         d.module = d.guilty.module
         d.source = d.guilty.source
+
+
+def _guilty_from_blocked(d: _Decision, report: Report, rec: dict | None) -> bool:
+    """Hung task: the suspect is where the blocked task waits, not the detector that noticed."""
+    tasks = (report.blocked_tasks or {}).get("tasks", [])
+    pid = (rec or {}).get("pid")
+    task = next((t for t in tasks if t.get("pid") == pid), tasks[0] if tasks else None)
+    if not task or not task.get("frames"):
+        return False
+    frames = [Frame(**f) for f in task["frames"]]
+    d.guilty = None
+    g = choose_guilty(frames, skip_scheduler=True, skip_interrupt=True)
+    if g is None:
+        return False
+    d.function, d.module, d.source = base_name(g.function), g.module, g.source
+    secs = f" for {task['blocked_seconds']} s" if task.get("blocked_seconds") is not None else ""
+    d.add("state", f"task {task['comm']}[{task['pid']}] is in D state{secs}, waiting in {d.function}()",
+          "the blocked task's own stack in the dump", 0.2)
+    return True
 
 
 def _guilty_from_record(d: _Decision, rec: dict) -> None:
@@ -278,7 +301,9 @@ def decide(report: Report) -> Verdict:
     # 2. The guilty frame: from the crashed stack when the primary record is this crash,
     # otherwise from the (earlier) record's own RIP.
     current = primary is None or _rec_is_current(primary, report)
-    if current and report.frames:
+    if d.category == "hung-task" and _guilty_from_blocked(d, report, primary):
+        pass
+    elif current and report.frames:
         _guilty_from_trace(d, report)
         if primary is not None:
             rip = (primary.get("rip") or {}).get("function")
@@ -308,6 +333,7 @@ def decide(report: Report) -> Verdict:
 
     # 3. Supporting facts.
     _fault_evidence(d, report)
+    _memory_corruption(d, report, primary)
     if d.guilty is not None and d.guilty.source:
         d.score += 0.05
     if primary is not None and primary.get("bug_file"):
@@ -320,19 +346,14 @@ def decide(report: Report) -> Verdict:
         words = ", ".join(culprit["taint_names"]) or "no taints"
         d.add("module", f"guilty code is in module {d.module} ({words})", "module list")
 
-    degraded = bool(report.debug_info.get("degraded"))
-    if degraded:
-        d.score -= 0.15
-    missing = [f"{o.name}: {o.detail}" for o in report.outcomes if o.status == "failed"]
-    d.score -= 0.1 * sum(1 for o in report.outcomes if o.status == "failed" and o.name in ("stack", "log"))
     if d.category == "unknown":
         d.score = min(d.score, 0.3)
-
-    confidence = round(max(0.05, min(0.99, d.score)), 2)
+    confidence, missing = _what_was_missing(min(0.99, d.score), report)
+    degraded = bool(report.debug_info.get("degraded"))
     ctx_frames = _context_frames(report.frames, d.guilty)
     return Verdict(
         category=d.category,
-        title=make_title(d.category, d.function, d.module, d.message),
+        title=make_title(d.category, d.function, d.module, d.message, d.variant),
         function=d.function,
         module=d.module,
         source=d.source,
@@ -345,6 +366,61 @@ def decide(report: Report) -> Verdict:
         degraded=degraded,
         missing=missing,
     )
+
+
+def _memory_corruption(d: _Decision, report: Report, primary: dict | None) -> None:
+    """Refine BUG/#GP into memory corruption when the evidence says what was corrupted."""
+    records = report.log.get("records", [])
+    bug_file = (primary or {}).get("bug_file") or ""
+    list_record = next((r for r in records if r.get("kind") == "list-corruption"), None)
+    if d.category in ("bug-assertion", "memory-corruption") and (list_record or bug_file.endswith("list_debug.c")):
+        d.category, d.variant = "memory-corruption", "list"
+        if list_record:
+            d.add("log", list_record["headline"], "CONFIG_DEBUG_LIST check", 0.1)
+        return
+    poison = (report.fault or {}).get("poison") or ""
+    if d.category == "general-protection-fault" and poison.startswith("slab free poison"):
+        d.category, d.variant = "memory-corruption", "use-after-free"
+        d.add("memory", "the bad pointer was read from a freed slab object (free poison 0x6b): use-after-free",
+              "register value", 0.05)
+
+
+# Confidence lost for what the analysis could not see, taken off the evidence's score
+# (after its cap, so that a strong case still shows the loss).
+DEGRADED_PENALTY = 0.15
+FAILED_PENALTY = 0.05
+FAILED_CORE_PENALTY = 0.1  # the log or the crashed stack: what the verdict stands on
+DUMP_PROBLEM_PENALTY = 0.1
+
+
+def _what_was_missing(score: float, report: Report) -> tuple[float, list[str]]:
+    """(confidence, what could not be checked): dump problems first, then failed analyzers,
+    then what degraded mode (no kernel DWARF) skipped."""
+    missing: list[str] = []
+    dump = report.dump or {}
+    for text in dump.get("header_problems") or []:
+        fix = ("copy the dump again in full (was the disk kdump wrote to full?)" if "truncated" in text
+               else "check the file: its header is damaged")
+        missing.append(f"dump file: {text}; fix: {fix}")
+        score -= DUMP_PROBLEM_PENALTY
+    problems = dump.get("problems") or []
+    for p in problems:
+        missing.append(p["text"] + (f"; fix: {p['fix']}" if p.get("fix") else ""))
+    score -= DUMP_PROBLEM_PENALTY * len(problems)
+    for o in report.outcomes:
+        if o.status != "failed":
+            continue
+        missing.append(f"{o.name}: {o.detail}")
+        score -= FAILED_PENALTY + (FAILED_CORE_PENALTY if o.name in ("stack", "log") else 0.0)
+    if report.debug_info.get("degraded"):
+        score -= DEGRADED_PENALTY
+        skipped = [o.name for o in report.outcomes if o.status == "skipped" and "DWARF" in (o.detail or "")]
+        missing.append(
+            "kernel DWARF (no vmlinux): no source lines, variables or task list; symbols from "
+            "kallsyms, stack from ORC, log through VMCOREINFO"
+            + (f"; skipped: {', '.join(skipped)}" if skipped else "")
+        )
+    return round(max(0.05, score), 2), missing
 
 
 def _context_frames(frames: list[Frame], guilty: Frame | None) -> list[str]:

@@ -81,6 +81,22 @@ HELPERS = frozenset({
 })
 
 
+# Allocator internals (page allocator, slab, vmalloc, the OOM killer): for an OOM panic or a
+# fault inside them, the suspect is the code that asked for memory. 6.10+ adds ``_noprof``.
+ALLOCATOR_PREFIXES = (
+    "__alloc_pages", "alloc_pages", "__get_free_pages", "get_zeroed_page", "__folio_alloc", "folio_alloc",
+    "out_of_memory", "check_panic_on_oom", "__kmalloc", "kmalloc", "kmem_cache_alloc", "__vmalloc",
+    "vmalloc", "__vmalloc_node", "alloc_slab_page", "allocate_slab", "new_slab", "___slab_alloc",
+    "__slab_alloc", "slab_alloc", "alloc_pages_mpol", "__alloc_frozen_pages", "kvmalloc", "__kvmalloc",
+    "kzalloc", "krealloc", "__do_kmalloc",
+)
+
+
+def is_helper(name: str) -> bool:
+    """Generic helpers and allocator internals: the caller is the suspect."""
+    return name in HELPERS or name.startswith(ALLOCATOR_PREFIXES)
+
+
 def is_plumbing(name: str) -> bool:
     return name in PLUMBING or name.startswith(PLUMBING_PREFIXES)
 
@@ -104,7 +120,7 @@ def choose_guilty(frames: Sequence[Frame], *, skip_scheduler: bool = False,
             continue
         if skip_scheduler and (name in SCHEDULER or name.startswith(SCHEDULER_PREFIXES)):
             continue
-        if skip_helpers and name in HELPERS:
+        if skip_helpers and is_helper(name):
             first_helper = first_helper or frame
             continue
         return frame

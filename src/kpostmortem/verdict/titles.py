@@ -22,6 +22,8 @@ _TITLE = {
     "rcu-stall": "INFO: rcu detected stall in {f}",
     "out-of-memory": "kernel panic: out of memory ({msg})",
     "memory-corruption": "memory corruption in {f}",
+    "memory-corruption/use-after-free": "BUG: use-after-free in {f}",
+    "memory-corruption/list": "list corruption in {f}",
     "invalid-opcode": "invalid opcode in {f}",
     "divide-error": "divide error in {f}",
     "hardware-error": "hardware error: {msg}",
@@ -37,9 +39,14 @@ def stable_text(text: str) -> str:
     return _NUM.sub("N", _ADDR.sub("ADDR", text)).strip()
 
 
-def make_title(category: str, function: str | None, module: str | None, message: str | None) -> str:
-    """The one-line title: category wording, the guilty function, ``[module]`` if not core."""
-    template = _TITLE.get(category, _TITLE["unknown"])
+def make_title(category: str, function: str | None, module: str | None, message: str | None,
+               variant: str | None = None) -> str:
+    """The one-line title: category wording, the guilty function, ``[module]`` if not core.
+
+    ``variant`` refines the wording within a category (``use-after-free`` or ``list`` for
+    memory-corruption) without changing the category code.
+    """
+    template = _TITLE.get(f"{category}/{variant}") or _TITLE.get(category, _TITLE["unknown"])
     msg = stable_text(message or "") or "no message"
     if len(msg) > 80:
         msg = msg[:77] + "..."
