@@ -343,7 +343,7 @@ def effective_address(
     ``regs`` has lower-case 64-bit names ("rax", ..., "r15", "rsp", "rip"); a sub-register
     base or index ("eax") uses that register's low bits. A rip-relative operand needs
     ``next_pc`` (the address after the instruction). An ``fs``/``gs`` override adds
-    ``regs["fs_base"]``/``regs["gs_base"]`` (other segments have base 0 in 64-bit mode).
+    ``regs["gs_base"]`` (or drgn's ``"gs.base"``); other segments have base 0 in 64-bit mode.
     The result wraps to 64 bits.
     """
     addr = mem.disp
@@ -368,7 +368,7 @@ def effective_address(
     if narrow:
         addr &= 0xFFFFFFFF  # 32-bit address-size override
     if mem.segment in ("fs", "gs"):
-        seg_base = regs.get(f"{mem.segment}_base")
+        seg_base = regs.get(f"{mem.segment}_base", regs.get(f"{mem.segment}.base"))
         if seg_base is None:
             return None
         addr += seg_base

@@ -889,12 +889,18 @@ def _split_comm(rest: str) -> tuple[str, bool, str | None]:
 # Headlines
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Headline:
+    """What a headline line says: the record kind and how it fills or joins a record."""
+
     kind: str
+    """Kind of the record the line opens."""
     apply: Callable[[_Builder], None] | None = None
+    """Sets the fields the headline itself carries (address, file:line, pid...)."""
     die: re.Match[str] | None = None
+    """For a die() line ("Oops: 0002 [#1]"): its match, merged into the report it ends."""
     merge_into: tuple[str, ...] = ()
+    """Kinds of an open record this line continues instead of opening a new one."""
 
 
 def _headline(body: str) -> _Headline | None:

@@ -100,6 +100,8 @@ def test_gs_relative_per_cpu_access():
     assert insn.mem.segment == "gs" and insn.mem.disp == 0x1D100
     assert effective_address(insn.mem, {}) is None
     assert effective_address(insn.mem, {"gs_base": 0xFFFF8F3B7BD00000}) == 0xFFFF8F3B7BD1D100
+    # drgn's StackFrame.registers() name it "gs.base"
+    assert effective_address(insn.mem, {"gs.base": 0xFFFF8F3B7BD00000}) == 0xFFFF8F3B7BD1D100
 
 
 def test_effective_address_index_scale_and_wrap():
