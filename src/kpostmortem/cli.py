@@ -72,6 +72,13 @@ def with_debug_options(f):
 )
 @click.option("--max-bytes", type=int, default=None, help="Cap the Markdown report at this size (says what it cut).")
 @click.option("--color/--no-color", default=None, help="Colour the text report (default: only on a terminal).")
+@click.option(
+    "--redact",
+    is_flag=True,
+    help="Replace host names, IP/MAC addresses, user names and home paths, and command-line secrets "
+    "with stable placeholders (<host-1>…) before rendering, in every format.",
+)
+@click.option("--redact-comm", is_flag=True, help="With --redact, also replace the names of user processes.")
 def analyze(
     vmcore: str,
     vmlinux: str | None,
@@ -80,8 +87,12 @@ def analyze(
     output: str | None,
     max_bytes: int | None,
     color: bool | None,
+    redact: bool,
+    redact_comm: bool,
 ) -> None:
     """Analyse VMCORE and print the verdict and the report."""
+    if redact_comm and not redact:
+        raise click.UsageError("--redact-comm goes with --redact")
     from .pipeline import analyze as run_analysis
     from .render import render
 
@@ -99,8 +110,14 @@ def analyze(
         _fail(f"internal error: {type(e).__name__}: {e} (please report with the command line)", ExitCode.INTERNAL)
         return
     data = report.to_dict()
+    if redact:
+        from .redact import redact_report, redaction_note
+
+        data = redact_report(data, comms=redact_comm)
     use_color = color if color is not None else (output is None and sys.stdout.isatty())
     text = render(data, fmt, color=use_color, max_bytes=max_bytes)
+    if redact and fmt == "text":
+        text += redaction_note(data["redaction"]) + "\n"
     if output:
         with open(output, "w") as f:
             f.write(text)
