@@ -17,6 +17,8 @@ DROP_KEYS = frozenset({
     "dump_build_id", "modules", "searched", "tail", "lines_total", "canaries_checked", "return_address",
     "bad_register_value", "first_line_index", "last_line_index", "value", "mask", "nr_cpus", "debug_file",
     "srcversion", "code", "stack_segments", "lines",
+    # stack use varies per syscall (CONFIG_RANDOMIZE_KSTACK_OFFSET); task counts per boot
+    "depth", "percent", "canaries_intact", "bytes_used",
 })
 # Keys dropped only inside the report's ``debug_info`` section (paths of this machine).
 _KERNEL_HALF = 0xFF00000000000000

@@ -101,8 +101,11 @@ def run(ctx: Context, report: Report) -> None:
     records = list(ctx.log.records)
     mode, text = how_it_went_down(report.frames, records, s["panic_on_oops"])
     s["how"] = {"mode": mode, "description": text}
-    oopses = [r for r in records if r.kind not in ("panic", "sysrq")]
-    s["crashes_in_log"] = len(oopses)
+    # Crashes, not their escalations: oopses, BUGs, warnings, and panics that are not
+    # "Fatal exception" follow-ups of an oops.
+    crashes = [r for r in records if r.kind != "panic" or (r.escalates is None and not (
+        (r.panic_message or "").lower().startswith("fatal exception")))]
+    s["crashes_in_log"] = len(crashes)
     first = ctx.log.first_oops()
     s["first_oops"] = None if first is None else {
         "index": records.index(first),

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from ..context import Context
+from ..helpers.source import normalize_source_path
 from ..report import Report
 
 TAIL_LINES = 40
 
 
-def _record_dict(rec, index: int, lines) -> dict:
+def _rip_source(prog, rip) -> str | None:
+    """file:line of an oops's RIP (``func+off``), resolved with this dump's debug info."""
+    try:
+        addr = prog.symbol(rip.function).address + (rip.offset or 0)
+        loc = prog.source_location(addr)[0]
+    except (LookupError, ValueError, IndexError):
+        return None
+    return f"{normalize_source_path(loc.filename)}:{loc.line}"
+
+
+def _record_dict(rec, index: int, lines, prog=None) -> dict:
     rip = rec.rip
     return {
         "index": index,
@@ -21,6 +32,7 @@ def _record_dict(rec, index: int, lines) -> dict:
         "comm": rec.comm,
         "tainted": rec.tainted,
         "rip": None if rip is None else {"function": rip.function, "offset": rip.offset, "module": rip.module},
+        "rip_source": _rip_source(prog, rip) if rip is not None and prog is not None else None,
         "fault_address": rec.fault_address,
         "error_code": rec.error_code,
         "access": rec.access,
@@ -38,7 +50,7 @@ def run(ctx: Context, report: Report) -> None:
     lines = ctx.log_lines
     log = ctx.log
     report.log = {
-        "records": [_record_dict(r, i, lines) for i, r in enumerate(log.records)],
+        "records": [_record_dict(r, i, lines, ctx.prog) for i, r in enumerate(log.records)],
         "unknown_symbols": [list(x) for x in log.unknown_symbols],
         "symbol_version_errors": [list(x) for x in log.symbol_version_errors],
         "module_verification_failures": list(log.module_verification_failures),

@@ -16,7 +16,7 @@ from ..faultclass import classify_address, decode_pf_error_code, recognize_poiso
 from .modules import module_of_address
 from .source import normalize_source_path
 
-__all__ = ["FaultExplanation", "Suspect", "explain_fault", "exception_frame_index", "read_code"]
+__all__ = ["FaultExplanation", "Suspect", "explain_fault", "explain_fault_at", "exception_frame_index", "read_code"]
 
 CODE_BEFORE = 64
 CODE_AFTER = 32
@@ -366,7 +366,7 @@ def pointer_origin(prog: drgn.Program, trace: Sequence[drgn.StackFrame], insns: 
         clobbered = base == bad_register or any(_dest_register(k) == base for k in insns[j + 1 : trap + 1])
         origin["loaded_from"] = mem.disp
         text = f"{bad_register} was loaded from [{base} + {mem.disp:#x}] at {origin['symbol']}"
-        if not clobbered and base in regs:
+        if not clobbered and base in regs and trace:
             holders = _pointer_suspects(trace, first, idx, regs[base], mem.disp, mem.size)
             if holders:
                 h = holders[0]
@@ -473,12 +473,40 @@ def explain_fault(
     first = idx
     while first > 0 and trace[first - 1].is_inline and trace[first - 1].pc == frame.pc:
         first -= 1
-    pc = frame.pc
     regs = {k.lower(): v for k, v in frame.registers().items()}
+    return explain_fault_at(prog, frame.pc, regs, trace=trace, frame_range=(first, idx),
+                            fault_address=fault_address, fault_address_source=fault_address_source,
+                            error_code=error_code)
+
+
+def explain_fault_at(
+    prog: drgn.Program,
+    pc: int,
+    regs: dict[str, int],
+    *,
+    trace: Sequence[drgn.StackFrame] | None = None,
+    frame_range: tuple[int, int] = (0, 0),
+    fault_address: int | None = None,
+    fault_address_source: str | None = None,
+    error_code: int | None = None,
+) -> FaultExplanation:
+    """Explain a fault at ``pc`` with registers ``regs`` (lower-case names, ``rsp`` included).
+
+    Works without a stack trace — e.g. for an earlier oops known only from the log (its RIP and
+    register dump), whose task has exited: the code is still in the dump. Without a trace no
+    DWARF variable can be named.
+    """
+    first, idx = frame_range
+    try:
+        function = prog.symbol(pc).name
+    except LookupError:
+        function = None
+    if trace is not None:
+        function = trace[first].function_name or trace[first].name
     ex = FaultExplanation(
         frame_index=first,
         pc=pc,
-        function=trace[first].function_name or trace[first].name,
+        function=function,
         source=_source_of(prog, pc),
         registers=regs,
         fault_address=fault_address,
@@ -563,8 +591,9 @@ def explain_fault(
             ex.bad_register_value = value
             ex.poison = recognize_poison(value)
             break
-    if ex.bad_register_value is not None and mem.base and ex.bad_register == register_family(mem.base):
+    if trace is not None and ex.bad_register_value is not None and mem.base \
+            and ex.bad_register == register_family(mem.base):
         ex.suspects = _pointer_suspects(trace, first, idx, ex.bad_register_value, mem.disp, mem.size)
     if ex.bad_register:
-        ex.origin = pointer_origin(prog, trace, insns, trap, ex.bad_register, regs, first, idx)
+        ex.origin = pointer_origin(prog, trace or [], insns, trap, ex.bad_register, regs, first, idx)
     return ex

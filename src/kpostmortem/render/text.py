@@ -13,6 +13,13 @@ _BOLD, _RED, _GREEN, _YELLOW, _DIM, _RESET = "\033[1m", "\033[31m", "\033[32m", 
 WIDTH = 100
 
 
+def _wrap(line: str) -> list[str]:
+    """Wrap a long prose line at WIDTH, continuation lines indented under its text."""
+    if len(line) <= WIDTH:
+        return [line]
+    return textwrap.wrap(line, WIDTH, subsequent_indent="      ", break_on_hyphens=False)
+
+
 def render_text(report: dict[str, Any], color: bool = False, **_options: Any) -> str:
     def c(code: str, s: str) -> str:
         return f"{code}{s}{_RESET}" if color else s
@@ -48,17 +55,18 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
     for e in v.get("evidence", []):
         mark = c(_GREEN, "✔") if e.get("agrees", True) else c(_YELLOW, "✘")
         src = f"({e['source']})" if e.get("source") else ""
-        line = f"  {mark} {e['text']}"
-        if src and len(line) + len(src) + 3 <= WIDTH:
-            out.append(f"{line}   {c(_DIM, src)}")
-        else:
-            out.append(line)
-            if src:
-                out.append(" " * max(4, WIDTH - len(src)) + c(_DIM, src))
+        text_lines = textwrap.wrap(e["text"], WIDTH - 4, subsequent_indent="  ", break_on_hyphens=False) or [""]
+        lines = [f"  {mark} {text_lines[0]}"] + [f"    {t}" for t in text_lines[1:]]
+        if src and len(lines[-1]) + 3 + len(src) <= WIDTH:
+            lines[-1] += "   " + c(_DIM, src)
+        elif src:
+            lines.append(" " * max(4, WIDTH - len(src)) + c(_DIM, src))
+        out.extend(lines)
     for m in v.get("missing", []):
         out.append(f"  {c(_YELLOW, '?')} could not check: {m}")
     out.append("")
     out.append(c(_BOLD, "HOW IT WENT DOWN"))
+    how_start = len(out)
     how = (s.get("how") or {}).get("description", "?")
     fo = s.get("first_oops")
     n = s.get("crashes_in_log")
@@ -88,6 +96,7 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
         out.append(f"  tainted: {flags}")
     if s.get("hostname") or s.get("cmdline"):
         out.append(f"  host {s.get('hostname')} · cmdline: {s.get('cmdline')}")
+    out[how_start:] = [wrapped for line in out[how_start:] for wrapped in _wrap(line)]
     fault = report.get("fault") or {}
     if fault.get("invalid_pc"):
         out.append("")
@@ -126,18 +135,11 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
     out.append("")
     out.append(c(_BOLD, f"CALL TRACE (crashed task: pid {t.get('pid')} {t.get('comm')}, CPU {t.get('cpu')})"))
     out.extend(frame_lines(report, limit=40))
-    sc = report.get("stack_checks") or {}
-    if sc:
+    checks = stack_check_lines(report)
+    if checks:
         out.append("")
-        dmg = sc.get("canaries_damaged") or []
-        if dmg:
-            names = ", ".join(f"{x['comm']}[{x['pid']}] ({x['overwritten_bytes']} B)" for x in dmg)
-            out.append(c(_BOLD, "STACK CHECKS") + f"  stack-end canary overwritten: {names}")
-        else:
-            out.append(
-                c(_BOLD, "STACK CHECKS")
-                + f"  every task's stack-end canary intact ({sc.get('canaries_checked')} tasks)"
-            )
+        out.append(c(_BOLD, "STACK CHECKS") + f"  {checks[0]}")
+        out.extend(checks[1:])
     mods = report.get("modules") or {}
     if mods:
         out.append("")
@@ -165,3 +167,83 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
     out.append("      an interactive drgn session with report, verdict, fault, panic_trace in scope")
     out.append("  --format markdown --redact        for a ticket, with host names and secrets removed")
     return "\n".join(out) + "\n"
+
+
+def _hex_or_q(value: int | None) -> str:
+    return "?" if value is None else f"0x{value:x}"
+
+
+def stack_check_lines(report: dict[str, Any]) -> list[str]:
+    """The STACK CHECKS section as plain lines (the first is the headline), wrapped at WIDTH;
+    empty when the report has no stack checks. The Markdown renderer shows the same lines."""
+    sc = report.get("stack_checks") or {}
+    if not sc:
+        return []
+    damaged = sc.get("canaries_damaged") or []
+    checked = sc.get("canaries_checked")
+    gaps = [f"{sc[k]} {w}" for k, w in (("canaries_unreadable", "unreadable"),
+                                         ("tasks_unreachable", "tasks unreachable")) if sc.get(k)]
+    gap = f"; {', '.join(gaps)}" if gaps else ""
+    if damaged:
+        names = ", ".join(f"{x.get('comm')}[{x.get('pid')}] ({x.get('overwritten_bytes')} B)" for x in damaged)
+        head = f"stack-end canary overwritten: {names} ({checked} tasks checked{gap})"
+    else:
+        every = "every readable" if gaps else "every"
+        head = f"{every} task's stack-end canary intact ({checked} tasks{gap})"
+    lines = [head]
+    for x in damaged:
+        text = f"{x.get('comm')}[{x.get('pid')}] at {_hex_or_q(x.get('address'))}: {_hex_or_q(x.get('value'))} " \
+               f"instead of 0x57ac6e9d, {x.get('bytes_changed')} byte(s) changed"
+        if x.get("cause"):
+            text += f"; {x.get('stack_not_used')} bytes from it up never used: {x['cause']}"
+        lines.append(text)
+    b = sc.get("stack_bounds")
+    if b:
+        guard = "unmapped guard page below" if b.get("has_guard_page") else "no guard page below"
+        vmap = {True: "vmalloc'd", False: "not vmalloc'd"}.get(b.get("vmap"), "allocation unknown")
+        lines.append(f"crashed task {b.get('comm')}[{b.get('pid')}]: stack {_hex_or_q(b.get('start'))}–"
+                     f"{_hex_or_q(b.get('end'))} ({b.get('size')} bytes, {vmap}, {guard})")
+    hit = sc.get("guard_page_hit")
+    if hit:
+        lines.append(f"✘ frame #{hit.get('frame')} {hit.get('function')}: SP {_hex_or_q(hit.get('sp'))} is "
+                     f"{hit.get('below_by')} bytes below the stack, in its "
+                     f"{'guard page' if hit.get('unmapped_guard') else 'page below'}: the stack overflowed")
+    elif sc.get("first_sp"):
+        f = sc["first_sp"]
+        lines.append(f"SP of frame #{f.get('frame')} on {f.get('stack') or 'no known stack'}")
+    u = sc.get("usage") or {}
+    if u.get("depth") is not None:
+        past = f", {u['past_end']} bytes past the end" if u.get("past_end") else ""
+        big = ", ".join(f"{x.get('function')} {x.get('bytes')}" for x in (u.get("largest") or [])[:3])
+        lines.append(f"depth {u['depth']} of {u.get('thread_size')} bytes ({u.get('percent')}%{past})"
+                     + (f" · largest frames: {big}" if big else ""))
+    for r in sc.get("recursion") or []:
+        lines.append(f"recursion: {r.get('summary')}, frames #{r.get('first')}–#{r.get('last')}")
+    prot = sc.get("stack_protector")
+    if prot:
+        lines.append(f"✘ __stack_chk_fail (frame #{prot.get('check_frame')}): the stack-protector canary of "
+                     f"{prot.get('function') or '?'} (frame #{prot.get('index')}) failed")
+    for e in sc.get("exception_stacks_used") or []:
+        lines.append(f"{e.get('stack')} used: {' → '.join((e.get('functions') or [])[:4])}")
+    close = [x for x in sc.get("least_headroom") or [] if x.get("stack_not_used") is not None]
+    if close:
+        lines.append("least headroom: " + ", ".join(f"{x['comm']}[{x['pid']}] {x['stack_not_used']} bytes"
+                                                    for x in close))
+    if sc.get("trace_trustworthy") is False:
+        lines.append("✘ trace NOT trustworthy: " + "; ".join(sc.get("trace_problems") or []))
+        functions = (sc.get("scan") or {}).get("functions") or []
+        if functions:
+            lines.append("GUESS (stack scanned for kernel text like crash's bt -t, not an unwind): "
+                         + " ← ".join(functions[:12]))
+    elif sc.get("trace_trustworthy"):
+        lines.append("trace trustworthy: SPs on known stacks and in order, PCs in text, unwound to the top")
+    errors = sc.get("canary_errors") or []
+    if errors:
+        n = (sc.get("canaries_unreadable") or 0) + (sc.get("tasks_unreachable") or 0)
+        lines.append(f"? tasks not read, e.g. {errors[0]}" + (f" (+{n - 1} more)" if n > 1 else ""))
+    lines.extend(f"? could not check {p}" for p in sc.get("problems") or [])
+    wrapped = [lines[0]]
+    for line in lines[1:]:
+        wrapped += textwrap.wrap(line, WIDTH, initial_indent="  ", subsequent_indent="      ",
+                                 break_on_hyphens=False) or [""]
+    return wrapped

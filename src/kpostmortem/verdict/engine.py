@@ -197,11 +197,13 @@ def _fault_evidence(d: _Decision, report: Report) -> None:
     if not fault:
         return
     insn = fault.get("trapping_instruction")
+    where = "decoded at the oops's RIP, registers from its log" if fault.get("from_log") else \
+        "decoded at the faulting PC"
     if insn:
         regs = fault.get("registers", {})
         reg = fault.get("bad_register")
         regtxt = f", {reg} = {_hex(regs.get(reg))}" if reg else ""
-        d.add("instruction", f"trapping instruction: {insn}{regtxt}", "decoded at the faulting PC")
+        d.add("instruction", f"trapping instruction: {insn}{regtxt}", where)
     ea, fa = fault.get("effective_address"), fault.get("fault_address")
     if ea is not None and fa is not None:
         if ea == fa:
@@ -255,6 +257,97 @@ def _fault_evidence(d: _Decision, report: Report) -> None:
         d.add("instruction", "ud2 at the faulting PC (BUG()/WARN() trap)", "decoded at the faulting PC", 0.05)
 
 
+def _stack_category(d: _Decision, report: Report) -> None:
+    """Stack trouble read from the dump itself gives the category when the log names none."""
+    sc = report.stack_checks
+    if not sc or d.category != "unknown":
+        return
+    hit = sc.get("guard_page_hit")
+    if hit or (sc.get("usage") or {}).get("past_end"):
+        d.category = "stack-overflow"
+        d.add("state", "stack overflow read from the dump: the crashed task's SP is below its stack",
+              "stack checks (no crash record in the log)", 0.35)
+    elif sc.get("crashed_task_canary_damaged") or (sc.get("stack_protector") or {}).get("function"):
+        d.category = "stack-corruption"
+        d.add("state", "stack corruption read from the dump: a canary of the crashed task is overwritten",
+              "stack checks (no crash record in the log)", 0.3)
+
+
+def _guilty_at(d: _Decision, report: Report, index: int | None, function: str | None) -> None:
+    """Make frame ``index`` the guilty one, if the report's trace has that function there."""
+    if index is None or not 0 <= index < len(report.frames):
+        return
+    frame = report.frames[index]
+    if base_name(frame.function) != base_name(function):
+        return
+    d.guilty = frame
+    d.function, d.module, d.source = base_name(frame.function), frame.module, frame.source
+
+
+def _stack_evidence(d: _Decision, report: Report, current: bool) -> None:
+    """Evidence from the stack checks: the guard page, the double-fault stack, the depth and the
+    recursion of an overflow; overwritten canaries; a trace not to be trusted, with a guess."""
+    sc = report.stack_checks
+    if not sc:
+        return
+    if d.category == "stack-overflow":
+        hit = sc.get("guard_page_hit")
+        bounds = sc.get("stack_bounds") or {}
+        if hit:
+            where = "in its unmapped guard page" if hit.get("unmapped_guard") else "in the page below it"
+            d.add("stack", f"frame #{hit['frame']} {hit.get('function')}: SP {_hex(hit.get('sp'))} is "
+                  f"{hit.get('below_by')} bytes below the task stack ({_hex(bounds.get('start'))}–"
+                  f"{_hex(bounds.get('end'))}), {where}",
+                  "frame SPs of the unwind vs task->stack and the kernel page tables", 0.15)
+        df = sc.get("double_fault")
+        if df and df.get("functions"):
+            d.add("memory", f"{df.get('stack')} holds {' → '.join(df['functions'][:3])}: a double fault ran there",
+                  "per-CPU exception stack scanned for return addresses", 0.05)
+        usage = sc.get("usage") or {}
+        if usage.get("depth") is not None:
+            past = f": {usage['past_end']} bytes past the end" if usage.get("past_end") else ""
+            d.add("stack", f"stack depth {usage['depth']} of {usage.get('thread_size')} bytes (THREAD_SIZE){past}",
+                  "frame SPs of the unwind", 0.05 if usage.get("past_end") else 0.0)
+        recursion = (sc.get("recursion") or [None])[0]
+        if recursion:
+            d.add("stack", f"recursion: {recursion['summary']}, frames #{recursion['first']}–#{recursion['last']}",
+                  "function names and SPs of the unwind", 0.1)
+            if current:
+                # The recursing function is the suspect, not whichever frame ran out of stack.
+                _guilty_at(d, report, recursion.get("first"), (recursion.get("functions") or [None])[0])
+        elif usage.get("largest"):
+            big = ", ".join(f"{f.get('function')} {f.get('bytes')} bytes" for f in usage["largest"][:3])
+            d.add("stack", f"no recursion; largest frames: {big}", "frame SPs of the unwind")
+    damaged = sc.get("canaries_damaged") or []
+    if damaged and (d.category == "stack-corruption" or sc.get("crashed_task_canary_damaged")):
+        names = ", ".join(f"{c.get('comm')}[{c.get('pid')}]" for c in damaged[:3])
+        first = damaged[0]
+        text = f"stack-end canary (STACK_END_MAGIC) overwritten in {names}"
+        if first.get("value") is not None:
+            text += f": {_hex(first['value'])} instead of 0x57ac6e9d"
+        if first.get("cause") == "stray write":
+            text += f"; the {first['stack_not_used'] - 8} bytes above it never used: a stray write, not an overflow"
+        elif first.get("cause") == "overflow":
+            text += "; the stack was used right down to it: an overflow"
+        d.add("memory", text, "end_of_stack() of every task", 0.15 if d.category == "stack-corruption" else 0.0)
+    protector = sc.get("stack_protector") or {}
+    if protector.get("function"):
+        d.add("stack", f"__stack_chk_fail called from {protector['function']} (frame #{protector.get('index')}): "
+              "its stack-protector canary was overwritten", "drgn unwind of the dump",
+              0.15 if d.category == "stack-corruption" else 0.0)
+        if d.category == "stack-corruption" and current:
+            _guilty_at(d, report, protector.get("index"), protector["function"])
+    if sc.get("trace_trustworthy") is False:
+        problems = sc.get("trace_problems") or []
+        more = f" (+{len(problems) - 2} more)" if len(problems) > 2 else ""
+        d.add("stack", "the unwound trace may be wrong: " + "; ".join(problems[:2]) + more,
+              "stack checks of the unwind", -0.1, agrees=False)
+        functions = (sc.get("scan") or {}).get("functions") or []
+        if functions:
+            d.add("stack", "GUESS, not an unwind: return addresses found on the stack, innermost first: "
+                  + " ← ".join(functions[:8]), "scan of the task stack for kernel text, like crash's bt -t")
+
+
 def decide(report: Report) -> Verdict:
     """Weigh the report's sections into a Verdict."""
     d = _Decision()
@@ -289,14 +382,7 @@ def decide(report: Report) -> Verdict:
                   "dump state", 0.35)
     if how in _DUMP_MODE_CATEGORY and d.category == _DUMP_MODE_CATEGORY[how] and primary is not None:
         d.add("state", f"dump state agrees: {summary['how']['description']}", "crashed stack", 0.1)
-    if d.category == "stack-corruption" or report.stack_checks.get("crashed_task_canary_damaged"):
-        damaged = report.stack_checks.get("canaries_damaged", [])
-        if damaged:
-            names = ", ".join(f"{c['comm']}[{c['pid']}]" for c in damaged[:3])
-            d.add("memory", f"stack-end canary (STACK_END_MAGIC) overwritten in {names}",
-                  "end_of_stack() of every task", 0.15 if d.category == "stack-corruption" else 0.0)
-            if d.category == "unknown":
-                d.category = "stack-corruption"
+    _stack_category(d, report)
 
     # 2. The guilty frame: from the crashed stack when the primary record is this crash,
     # otherwise from the (earlier) record's own RIP.
@@ -317,6 +403,9 @@ def decide(report: Report) -> Verdict:
                 d.add("stack", f"panic() called from {d.function}", "drgn unwind of the dump", 0.15)
     elif primary is not None:
         _guilty_from_record(d, primary)
+        fault = report.fault or {}
+        if not d.source and fault.get("from_log") and base_name(fault.get("function")) == d.function:
+            d.source = fault.get("source")
         later = [r for r in records[pidx + 1 :] if category_of_record(r)]
         if later:
             d.add("log", f"the dump was taken at a later crash ({later[-1].get('headline')}); "
@@ -332,6 +421,7 @@ def decide(report: Report) -> Verdict:
             d.source = caller.get("source")
 
     # 3. Supporting facts.
+    _stack_evidence(d, report, current)
     _fault_evidence(d, report)
     _memory_corruption(d, report, primary)
     if d.guilty is not None and d.guilty.source:
@@ -481,8 +571,18 @@ def _explain(d: _Decision, report: Report) -> str | None:
         b = f["bug"]
         return f"{where} hit {'WARN' if b.get('warning') else 'BUG'}() at {b['file']}:{b['line']}."
     if d.category == "stack-overflow":
-        return f"{where} ran the kernel stack past its end (guard page hit)."
+        sc = report.stack_checks or {}
+        hit = sc.get("guard_page_hit") or {}
+        end = "into its guard page" if hit.get("unmapped_guard") else "past its end"
+        rec = (sc.get("recursion") or [None])[0]
+        if rec and rec.get("bytes_per_cycle"):
+            unit = "frame" if len(rec.get("functions") or []) == 1 else "cycle"
+            return (f"{where} recursed {rec['repeats']} times ({rec['bytes_per_cycle']} bytes per {unit}) "
+                    f"and ran the kernel stack {end}.")
+        return f"{where} ran the kernel stack {end}."
     if d.category == "stack-corruption":
+        if ((report.stack_checks or {}).get("stack_protector") or {}).get("function"):
+            return f"the stack-protector canary of {where}'s frame was overwritten (__stack_chk_fail)."
         return f"the stack-end canary was overwritten; {where} was running on that stack."
     if d.category == "explicit-panic":
         return f"{where} called panic(): {d.message}"
