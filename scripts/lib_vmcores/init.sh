@@ -51,7 +51,7 @@ if [ -n "$KPM_HOSTNAME" ]; then
 fi
 
 kexec -p /boot/vmlinuz --initrd=/boot/capture.cpio \
-	--append="console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=-1 kpm.dump_format=$KPM_FORMAT kpm.dump_level=$KPM_LEVEL"
+	--append="console=ttyS0 irqpoll nr_cpus=1 reset_devices no_timer_check panic=-1 kpm.dump_format=$KPM_FORMAT kpm.dump_level=$KPM_LEVEL"
 if [ "$(cat /sys/kernel/kexec_crash_loaded)" != 1 ]; then
 	echo "kpm-init: FAILED: the capture kernel is not loaded"
 	poweroff -f

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 import tomllib
@@ -94,7 +95,21 @@ def dump_state(sc: dict, cache: Path, releases: dict[str, str]) -> str:
     return "done"
 
 
+ATTEMPTS = 2  # TCG guests on a loaded host occasionally fail to boot; retry once
+
+
 def build_one(sc: dict, cache: Path) -> dict:
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return _build_one(sc, cache)
+        except guest.GuestError as e:
+            if attempt == ATTEMPTS:
+                raise
+            log(f"{sc['name']}: attempt {attempt} failed ({e}); retrying")
+    raise AssertionError("unreachable")
+
+
+def _build_one(sc: dict, cache: Path) -> dict:
     name = sc["name"]
     k = kernels.prepare(sc["kernel"], cache, CRASHPOC_SRC)
     main_base, probe = guest.build_initrds(k, k.root / "initrd")
@@ -201,6 +216,13 @@ def main(argv: list[str] | None = None) -> int:
             todo.append(s)
     if not todo:
         return 0
+    def interrupted(signum, frame):
+        guest.kill_guests()
+        log(f"interrupted (signal {signum}): guests killed")
+        os._exit(130)
+
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
     log(f"{len(todo)} dump(s) to make with {args.jobs} job(s) in {cache}")
     t0 = time.monotonic()
     failures = []

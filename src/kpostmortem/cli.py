@@ -70,7 +70,11 @@ def with_debug_options(f):
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the report here instead of stdout."
 )
-@click.option("--max-bytes", type=int, default=None, help="Cap the Markdown report at this size (says what it cut).")
+@click.option(
+    "--max-bytes", type=click.IntRange(min=256), default=None,
+    help="Cap the Markdown report at this size: the least important sections give way first, and the "
+    "report says what it left out.",
+)
 @click.option("--color/--no-color", default=None, help="Colour the text report (default: only on a terminal).")
 @click.option(
     "--redact",

@@ -1,10 +1,37 @@
-"""Markdown renderer: a ticket bundle — verdict and evidence first, trace and log in code blocks."""
+"""Markdown renderer: a ticket bundle — verdict and evidence first, then the summary table, the fault,
+a trimmed trace, the modules, the relevant log excerpt, and the exact version and command.
+
+``max_bytes`` caps the size: whole sections give way first (each replaced by a line saying what was
+left out), then lines from the end, and the cut is always stated.
+"""
 
 from __future__ import annotations
 
+import shlex
+from dataclasses import dataclass
 from typing import Any
 
 from .common import frame_lines, hexa, insn_lines, size_text
+
+TRACE_LINES = 24
+"""Frames shown in the ticket's trace (after collapsing recursion)."""
+RECORD_LINES = 80
+"""Lines of each crash record in the log excerpt."""
+TAIL_LINES = 30
+"""Lines of the log's tail shown when the log has no crash record."""
+MIN_BYTES = 256
+"""The smallest cap that still leaves room for the title and the note saying what was cut."""
+
+_KIND_WORDS = {"host": "host name", "ip": "IP address", "mac": "MAC address", "user": "user name",
+               "secret": "secret", "comm": "process name"}
+
+
+@dataclass
+class _Section:
+    name: str
+    lines: list[str]
+    drop_order: int | None = None
+    """Sections with a lower number give way first under a size cap; None never does."""
 
 
 def _cell(v: Any) -> str:
@@ -12,36 +39,74 @@ def _cell(v: Any) -> str:
 
 
 def render_markdown(report: dict[str, Any], max_bytes: int | None = None, **_options: Any) -> str:
+    sections = [
+        _Section("verdict", _verdict(report)),
+        _Section("evidence", _evidence(report), 7),
+        _Section("summary", _summary(report), 6),
+        _Section("fault", _fault(report), 4),
+        _Section("trace", _trace(report), 5),
+        _Section("modules", _modules(report), 3),
+        _Section("log excerpt", _log_excerpt(report), 1),
+        _Section("analyzers", _analyzers(report), 2),
+        _Section("footer", _footer(report)),
+    ]
+    sections = [s for s in sections if s.lines]
+    text = _join(sections)
+    if max_bytes is not None and len(text.encode()) > max_bytes:
+        text = _cap(sections, max(max_bytes, MIN_BYTES))
+    return text
+
+
+def _join(sections: list[_Section]) -> str:
+    return "\n".join(line for s in sections for line in [*s.lines, ""])
+
+
+def _verdict(report: dict[str, Any]) -> list[str]:
     v = report.get("verdict") or {}
-    d = report.get("dump") or {}
-    s = report.get("summary") or {}
-    t = report.get("crashed_task") or {}
-    tool = report.get("tool") or {}
-    out: list[str] = [f"## {v.get('title', 'kpostmortem report')}", ""]
+    out = [f"## {v.get('title', 'kpostmortem report')}", ""]
     out.append(
         f"**Category** `{v.get('category')}` · **confidence** {v.get('confidence')} · "
         f"**signature** `{v.get('signature')}`" + (" · **degraded** (no kernel DWARF)" if v.get("degraded") else "")
     )
     out.append("")
-    loc = v.get("source") or "source unknown"
-    out.append(
-        f"**Where** `{v.get('function') or '?'}` at `{loc}`"
-        + (f" in module `{v['module']}`" if v.get("module") else " (core kernel)")
-    )
+    where = f"**Where** `{v.get('function') or '?'}` at `{v.get('source') or 'source unknown'}`"
+    cul = v.get("culprit") or {}
+    if v.get("module"):
+        taints = ", ".join(cul.get("taint_names") or [])
+        where += f" in module `{v['module']}`" + (f" ({taints})" if taints else "")
+    else:
+        where += " (core kernel)"
+    out.append(where)
     if v.get("explanation"):
         out += ["", v["explanation"]]
-    out += ["", "### Evidence", ""]
+    red = report.get("redaction")
+    if red:
+        kinds = red.get("kinds") or {}
+        done = [f"{n['distinct']} {_KIND_WORDS.get(k, k)}{'s' if n['distinct'] != 1 else ''}"
+                for k, n in kinds.items() if n.get("occurrences")]
+        out += ["", "> **Redacted** before sharing: " + (", ".join(done) or "nothing was found to redact")
+                + "; a placeholder such as `<host-1>` stands for the same value wherever it appears."
+                + ("" if red.get("comm") else " Process names are kept.")]
+    return out
+
+
+def _evidence(report: dict[str, Any]) -> list[str]:
+    v = report.get("verdict") or {}
+    out = ["### Evidence", ""]
     for e in v.get("evidence", []):
-        out.append(
-            f"- {'✔' if e.get('agrees', True) else '✘'} {e['text']}"
-            + (f" _({e['source']})_" if e.get("source") else "")
-        )
-    for m in v.get("missing", []):
-        out.append(f"- ? could not check: {m}")
+        out.append(f"- {'✔' if e.get('agrees', True) else '✘'} {e['text']}"
+                   + (f" _({e['source']})_" if e.get("source") else ""))
+    out += [f"- ? could not check: {m}" for m in v.get("missing", [])]
+    return out if len(out) > 2 else []
+
+
+def _summary(report: dict[str, Any]) -> list[str]:
+    d = report.get("dump") or {}
+    s = report.get("summary") or {}
+    t = report.get("crashed_task") or {}
     taint = s.get("taint") or {}
-    out += ["", "### Summary", "", "| | |", "|---|---|"]
     rows = [
-        ("Kernel", f"{d.get('release')} {d.get('arch')}"),
+        ("Kernel", f"{d.get('release')} {d.get('arch')}" + (f" ({s['version']})" if s.get("version") else "")),
         ("Dump", f"{d.get('file')} ({d.get('format')}, dump level {d.get('dump_level')}, {size_text(d.get('size'))})"),
         ("Host", s.get("hostname")),
         ("Uptime at crash", f"{s.get('uptime_seconds')} s"),
@@ -56,69 +121,253 @@ def render_markdown(report: dict[str, Any], max_bytes: int | None = None, **_opt
         ("Tainted", ", ".join(f"{f['letter']} ({f['description']})" for f in taint.get("flags", [])) or "no"),
         ("Command line", f"`{s.get('cmdline')}`" if s.get("cmdline") else None),
     ]
-    out += [f"| {_cell(k)} | {_cell(val)} |" for k, val in rows]
+    return ["### Summary", "", "| | |", "|---|---|", *(f"| {_cell(k)} | {_cell(val)} |" for k, val in rows)]
+
+
+def _fault(report: dict[str, Any]) -> list[str]:
+    """What the faulting instruction did, in words, then the decoded window around it."""
     fault = report.get("fault") or {}
+    if not fault.get("instructions") and not fault.get("trapping_instruction"):
+        return []
+    out = [f"### Fault — `{fault.get('function') or '?'}` ({fault.get('source') or '?'})", ""]
+    facts = []
+    if fault.get("trapping_instruction"):
+        facts.append(f"trapping instruction `{fault['trapping_instruction']}`")
+    if fault.get("operand"):
+        facts.append(f"{fault.get('access') or 'access'} of `{fault['operand']}`")
+    if fault.get("bad_register"):
+        facts.append(f"`{fault['bad_register']}` = `{hexa(fault.get('bad_register_value'))}`")
+    if fault.get("effective_address") is not None:
+        facts.append(f"effective address `{hexa(fault['effective_address'])}`")
+    if fault.get("fault_address") is not None:
+        facts.append(f"fault address `{hexa(fault['fault_address'])}`")
+    if facts:
+        out += [" · ".join(facts), ""]
+    notes = []
+    cls = fault.get("address_class") or {}
+    if cls.get("description"):
+        notes.append(f"address: {cls['description']}")
+    ec = fault.get("error_code") or {}
+    if ec.get("text"):
+        notes.append(f"page-fault error code {hexa(ec.get('raw'))}: {ec['text']}")
+    for sus in fault.get("suspects", [])[:2]:
+        member = f" (accessed `{sus['name']}->{sus['member']}`, {sus['struct']})" if sus.get("member") else ""
+        notes.append(f"`{fault.get('bad_register')}` holds `{sus['name']}` ({sus.get('type')}) "
+                     f"in {sus.get('function')}(){member}")
+    if (fault.get("origin") or {}).get("text"):
+        notes.append(fault["origin"]["text"])
+    if fault.get("poison"):
+        notes.append(f"poison value: {fault['poison']}")
+    if fault.get("identity"):
+        notes.append(f"the address is {fault['identity']}")
+    if fault.get("mapping"):
+        notes.append(f"page tables: {fault['mapping']}")
+    bug = fault.get("bug") or {}
+    if bug.get("file"):
+        notes.append(f"{'WARN' if bug.get('warning') else 'BUG'} at {bug['file']}:{bug.get('line')}")
+    out += [f"- {n}" for n in notes]
+    if notes:
+        out.append("")
     if fault.get("instructions"):
-        out += ["", f"### Faulting instruction — `{fault.get('function')}` ({fault.get('source') or '?'})", "", "```"]
-        out += insn_lines(fault)
-        out.append("```")
-        facts = []
-        if fault.get("operand"):
-            facts.append(f"{fault.get('access')} of `{fault['operand']}`")
-        if fault.get("effective_address") is not None:
-            facts.append(f"effective address `{hexa(fault['effective_address'])}`")
-        if fault.get("fault_address") is not None:
-            facts.append(f"fault address `{hexa(fault['fault_address'])}`")
-        if facts:
-            out += ["", " · ".join(facts)]
-    out += ["", f"### Call trace (pid {t.get('pid')} `{t.get('comm')}`, CPU {t.get('cpu')})", "", "```"]
-    out += frame_lines(report, limit=30)
-    out.append("```")
+        out += ["```", *insn_lines(fault), "```"]
+    return out
+
+
+def _trace(report: dict[str, Any]) -> list[str]:
+    """The crashed task's trace, runs of one function (recursion) collapsed, at most TRACE_LINES frames."""
+    t = report.get("crashed_task") or {}
+    frames = (report.get("stack") or {}).get("frames", [])
+    if not frames:
+        return []
+    # Chunks of frames to show, separated by the runs left out: (frames, skipped after them).
+    chunks: list[tuple[list[dict[str, Any]], int]] = []
+    shown: list[dict[str, Any]] = []
+    i = 0
+    while i < len(frames):
+        j = i
+        fn = frames[i].get("function")
+        while fn and j + 1 < len(frames) and frames[j + 1].get("function") == fn:
+            j += 1
+        if j - i + 1 >= 4:
+            chunks.append(([*shown, frames[i]], j - i - 1))
+            shown = [frames[j]]
+        else:
+            shown.extend(frames[i : j + 1])
+        i = j + 1
+    chunks.append((shown, 0))
+    lines: list[str] = []
+    room, skipped = TRACE_LINES, 0
+    verdict = report.get("verdict") or {}
+    for chunk, run in chunks:
+        if room <= 0:
+            break
+        lines += frame_lines({"stack": {"frames": chunk[:room]}, "verdict": verdict})
+        room -= min(room, len(chunk))
+        if run and room > 0:
+            fn = chunk[-1].get("function")
+            lines.append(f"      … {run} more frames of {fn} (#{chunk[-1]['index'] + 1}–#{chunk[-1]['index'] + run})")
+            skipped += run
+    hidden = len(frames) - (TRACE_LINES - room) - skipped
+    if hidden > 0:
+        lines.append(f"  … {hidden} more frames (full trace in --format json)")
+    head = f"### Call trace (pid {t.get('pid')} `{t.get('comm')}`, CPU {t.get('cpu')})"
+    return [head, "", "```", *lines, "```"]
+
+
+def _modules(report: dict[str, Any]) -> list[str]:
+    v = report.get("verdict") or {}
     mods = report.get("modules") or {}
-    if mods.get("loaded"):
-        out += ["", "### Modules", "", "| module | size | state | taints | frames |", "|---|---|---|---|---|"]
-        for m in mods["loaded"]:
-            if m.get("taints") or m.get("frames") or m["name"] == v.get("module"):
-                frames = ", ".join(f"#{i}" for i in m.get("frames", []))
-                cells = [m["name"], size_text(m.get("size")), m.get("state"), m.get("taints") or "—", frames or "—"]
-                out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-        out.append(f"\n{mods.get('count', 0)} modules loaded, {len(mods.get('tainting', []))} tainting.")
-        for u in mods.get("unknown_symbols", []):
-            out.append(f"- log: `{u['module']}`: Unknown symbol `{u['symbol']}`")
+    if not mods.get("loaded") and not mods.get("unknown_symbols"):
+        return []
+    out = ["### Modules", ""]
+    rows = [m for m in mods.get("loaded", []) if m.get("taints") or m.get("frames") or m["name"] == v.get("module")]
+    if rows:
+        out += ["| module | size | state | taints | frames |", "|---|---|---|---|---|"]
+        for m in rows:
+            frames = _ranges(m.get("frames", []))
+            cells = [m["name"], size_text(m.get("size")), m.get("state"), m.get("taints") or "—", frames or "—"]
+            out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        out.append("")
+    n = mods.get("count", 0)
+    out.append(f"{n} module{'s' if n != 1 else ''} loaded, {len(mods.get('tainting', []))} tainting.")
+    for u in mods.get("unknown_symbols", []):
+        out.append(f"- log: `{u['module']}`: Unknown symbol `{u['symbol']}`")
+    for u in mods.get("symbol_version_errors", []):
+        out.append(f"- log: `{u['module']}`: disagrees about version of symbol `{u['symbol']}`")
+    return out
+
+
+def _ranges(indexes: list[int]) -> str:
+    """``[0, 1, 2, 5]`` → ``#0–#2, #5``."""
+    out: list[str] = []
+    for i in indexes:
+        if out and out[-1][1] == i - 1:
+            out[-1] = (out[-1][0], i)
+        else:
+            out.append((i, i))
+    return ", ".join(f"#{a}" if a == b else f"#{a}–#{b}" for a, b in out)
+
+
+def _squeeze(lines: list[str]) -> list[str]:
+    """Runs of one repeated line (a recursion in the oops's trace) as the line and a count."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        j = i
+        while j + 1 < len(lines) and lines[j + 1] == lines[i]:
+            j += 1
+        out.append(lines[i])
+        if j - i >= 2:
+            out.append(f"[… the same line {j - i} more times]")
+        elif j > i:
+            out.append(lines[j])
+        i = j + 1
+    return out
+
+
+def _log_excerpt(report: dict[str, Any]) -> list[str]:
+    """The crash records of the log (each cut to RECORD_LINES), else the log's last lines."""
     log = report.get("log") or {}
+    body: list[str] = []
     recs = log.get("records", [])
-    if recs:
-        out += ["", "<details><summary>Kernel log: crash records</summary>", "", "```"]
-        for r in recs:
-            out += r.get("lines", [])
-            out.append("")
-        out += ["```", "</details>"]
+    for r in recs:
+        lines = _squeeze(r.get("lines", []))
+        body += lines[:RECORD_LINES]
+        if len(lines) > RECORD_LINES:
+            body.append(f"[… {len(lines) - RECORD_LINES} more lines of this record omitted]")
+        body.append("")
+    what = f"{len(recs)} crash record{'s' if len(recs) != 1 else ''}"
+    if not recs:
+        tail = log.get("tail", [])[-TAIL_LINES:]
+        body = [line.get("text", "") for line in tail]
+        what = f"last {len(body)} lines"
+    if not body:
+        return []
+    while body and not body[-1]:
+        body.pop()
+    return ["<details><summary>Kernel log: " + what + "</summary>", "", "```", *body, "```", "</details>"]
+
+
+def _analyzers(report: dict[str, Any]) -> list[str]:
     bad = [o for o in report.get("analyzers", []) if o["status"] != "ok"]
-    if bad:
-        out += ["", "### Analyzers not ok", ""]
-        out += [f"- `{o['name']}` {o['status']}: {o.get('detail')}" for o in bad]
-    cmd = " ".join(tool.get("command") or []) or "kpostmortem analyze"
-    out += ["", f"_kpostmortem {tool.get('version')} · `{cmd}`_", ""]
-    text = "\n".join(out)
-    if max_bytes is not None and len(text.encode()) > max_bytes:
-        text = _cap(text, max_bytes)
-    return text
+    if not bad:
+        return []
+    return ["### Analyzers not ok", "", *(f"- `{o['name']}` {o['status']}: {o.get('detail')}" for o in bad)]
 
 
-def _cap(text: str, max_bytes: int) -> str:
-    """Cut at a line boundary and say how much was cut (never silently)."""
+def _footer(report: dict[str, Any]) -> list[str]:
+    tool = report.get("tool") or {}
+    cmd = shlex.join(tool.get("command") or []) or "kpostmortem analyze"
+    return [f"_kpostmortem {tool.get('version')} · `{cmd}`_"]
+
+
+def _cap(sections: list[_Section], max_bytes: int) -> str:
+    """Fit ``max_bytes``: keep the most important sections that fit whole, name the others; always say so.
+
+    Sections that never give way (the verdict, the footer) stay; the others are taken back in
+    order of importance (highest ``drop_order`` first) as long as the whole still fits. One line
+    before the footer lists what was left out. If even that is too long, lines are cut from the end.
+    """
+    keep = {i for i, s in enumerate(sections) if s.drop_order is None}
+    candidates = sorted((i for i in range(len(sections)) if i not in keep), key=lambda i: -sections[i].drop_order)
+
+    def build(kept: set[int]) -> str:
+        left_out = [sections[i] for i in range(len(sections)) if i not in kept]
+        parts = [s for i, s in enumerate(sections) if i in kept]
+        if left_out:
+            n = sum(1 for s in left_out for line in s.lines if line)
+            what = ", ".join(s.name for s in left_out)
+            note = _Section("cut", [f"_[{n} more lines omitted to fit {max_bytes} bytes: {what} — "
+                                    "attach `--format json` for all]_"])
+            parts.insert(len(parts) - 1 if parts and parts[-1].name == "footer" else len(parts), note)
+        return _join(parts)
+
+    tried_part = False
+    for i in candidates:
+        if len(build(keep | {i}).encode()) <= max_bytes:
+            keep.add(i)
+        elif not tried_part:
+            # The most important section that does not fit whole may fit in part (its first lines).
+            tried_part = True
+            whole = sections[i]
+            for n in range(len(whole.lines) - 1, 2, -1):
+                sections[i] = _Section(whole.name, _head(whole.lines, n), whole.drop_order)
+                if len(build(keep | {i}).encode()) <= max_bytes:
+                    keep.add(i)
+                    break
+            else:
+                sections[i] = whole
+    text = build(keep)
+    return text if len(text.encode()) <= max_bytes else _cut_lines(text, max_bytes)
+
+
+def _head(lines: list[str], n: int) -> list[str]:
+    """The first ``n`` lines of a section, code block closed, and how many lines were left out."""
+    part = lines[:n]
+    if sum(1 for ln in part if ln.startswith("```")) % 2:
+        part.append("```")
+    if sum(ln.count("<details>") - ln.count("</details>") for ln in part) > 0:
+        part.append("</details>")
+    rest = sum(1 for ln in lines[n:] if ln and not ln.startswith(("```", "</details>")))
+    return [*part, f"_[… {rest} more lines of this section omitted]_"]
+
+
+def _cut_lines(text: str, max_bytes: int) -> str:
+    """Cut at a line boundary, close an open code block, and say how much was cut."""
     lines = text.split("\n")
+    note = "\n**[report cut to {max} bytes: {cut} more lines omitted — attach --format json for all]**"
+    room = max_bytes - len(note.format(max=max_bytes, cut=len(lines)).encode()) - len("```\n</details>\n")
     kept: list[str] = []
     size = 0
-    note_room = 200
     for line in lines:
         n = len(line.encode()) + 1
-        if size + n > max_bytes - note_room:
+        if size + n > room:
             break
         kept.append(line)
         size += n
     if sum(1 for ln in kept if ln.startswith("```")) % 2:
         kept.append("```")
-    cut = len(lines) - len(kept)
-    kept.append(f"\n**[report cut to {max_bytes} bytes: {cut} more lines omitted — attach --format json for all]**")
+    if sum(ln.count("<details>") - ln.count("</details>") for ln in kept) > 0:
+        kept.append("</details>")
+    kept.append(note.format(max=max_bytes, cut=len(lines) - len(kept)))
     return "\n".join(kept)
