@@ -17,10 +17,13 @@ from elftools.elf.elffile import ELFFile
 
 __all__ = [
     "DumpHeader",
+    "PrStatus",
     "build_id",
     "modinfo",
     "open_elf_bytes",
     "read_dump_header",
+    "parse_elf_notes",
+    "parse_prstatus",
     "parse_vmcoreinfo",
 ]
 
@@ -91,6 +94,78 @@ def parse_vmcoreinfo(text: bytes | str) -> dict[str, str]:
     return info
 
 
+# Kernel ELF notes: NT_PRSTATUS holds one CPU's registers at crash time.
+NT_PRSTATUS = 1
+MAX_NOTES_BYTES = 1 << 24
+"""Notes larger than this are not read (a damaged size field must not exhaust memory)."""
+
+# x86-64 struct elf_prstatus: pr_pid at 32, pr_reg (struct user_regs_struct) at 112.
+_PRSTATUS_PID_OFFSET = 32
+_PRSTATUS_REG_OFFSET = 112
+# user_regs_struct order; the first 21 are struct pt_regs, under drgn's register names.
+X86_64_PRSTATUS_REGS = (
+    "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
+    "rsi", "rdi", "orig_rax", "rip", "cs", "rflags", "rsp", "ss", "fs_base", "gs_base", "ds",
+    "es", "fs", "gs",
+)
+
+
+@dataclass(frozen=True)
+class PrStatus:
+    """One CPU's NT_PRSTATUS note: the pid running there and its registers at crash time."""
+
+    cpu: int
+    """Position of the note among the PRSTATUS notes (the kernel writes them in CPU order)."""
+    pid: int
+    """pr_pid: the pid of the task that was current on that CPU (0 for idle)."""
+    registers: dict[str, int]
+    """Register name (drgn's x86-64 names: rip, rsp, rbp, …) → value."""
+
+
+def parse_elf_notes(data: bytes, limit: int = 4096) -> list[tuple[str, int, bytes]]:
+    """Split an ELF note area into (name, type, desc) triples; stops at the first damaged note.
+
+    Pure: never raises on content, reads at most ``limit`` notes.
+    """
+    out: list[tuple[str, int, bytes]] = []
+    off = 0
+    n = len(data)
+    while off + 12 <= n and len(out) < limit:
+        namesz, descsz, ntype = struct.unpack_from("<III", data, off)
+        off += 12
+        name_end = off + namesz
+        desc_start = off + ((namesz + 3) & ~3)
+        desc_end = desc_start + descsz
+        if name_end > n or desc_end > n:
+            break
+        name = data[off:name_end].split(b"\0", 1)[0].decode("ascii", errors="replace")
+        out.append((name, ntype, bytes(data[desc_start:desc_end])))
+        off = desc_start + ((descsz + 3) & ~3)
+    return out
+
+
+def parse_prstatus(desc: bytes, cpu: int = 0, machine: str | None = "x86_64") -> PrStatus | None:
+    """Decode an x86-64 NT_PRSTATUS descriptor, or None if it is too short or another arch."""
+    if machine not in (None, "x86_64"):
+        return None
+    need = _PRSTATUS_REG_OFFSET + 8 * len(X86_64_PRSTATUS_REGS)
+    if len(desc) < need:
+        return None
+    (pid,) = struct.unpack_from("<i", desc, _PRSTATUS_PID_OFFSET)
+    values = struct.unpack_from(f"<{len(X86_64_PRSTATUS_REGS)}Q", desc, _PRSTATUS_REG_OFFSET)
+    return PrStatus(cpu, pid, dict(zip(X86_64_PRSTATUS_REGS, values, strict=True)))
+
+
+def _prstatus_notes(data: bytes, machine: str | None) -> tuple[PrStatus, ...]:
+    out = []
+    for name, ntype, desc in parse_elf_notes(data):
+        if ntype == NT_PRSTATUS and name == "CORE":
+            pr = parse_prstatus(desc, len(out), machine)
+            if pr is not None:
+                out.append(pr)
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class DumpHeader:
     """What a dump file says about itself before any kernel memory is read."""
@@ -119,10 +194,55 @@ class DumpHeader:
     """Parsed VMCOREINFO, when the header carries it."""
     problems: tuple[str, ...] = ()
     """What looked wrong while reading the header (truncation, bad offsets)."""
+    prstatus: tuple[PrStatus, ...] = ()
+    """The CPUs' register notes (NT_PRSTATUS), in CPU order, when the dump carries them."""
+    header_version: int | None = None
+    """makedumpfile's kdump header version (kdump format only; 6 for makedumpfile 1.6-1.7)."""
+
+
+def _int_or(text: str | None, default: int | None) -> int | None:
+    """A decimal number from header text; ``default`` for anything else ("²".isdigit() is True)."""
+    if text and text.isascii() and text.isdigit():
+        return int(text)
+    return default
 
 
 def _cstr(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode(errors="replace")
+
+
+KDUMP_PAGE_DESC_SIZE = 24  # struct page_desc: offset, size, flags, page_flags
+MAX_BITMAP_BYTES = 1 << 28
+
+
+def _kdump_data_end(f: io.BufferedReader, block_size: int, sub_hdr_size: int, bitmap_blocks: int) -> int | None:
+    """Where a kdump file's page data ends, from its last page descriptor; None if unknown.
+
+    Layout: header block, sub-header blocks, two bitmaps (``bitmap_blocks`` blocks in all; the
+    second marks the pages dumped), then one descriptor per dumped page, then the data.
+    """
+    if sub_hdr_size < 0 or bitmap_blocks <= 0 or bitmap_blocks % 2:
+        return None
+    half = block_size * bitmap_blocks // 2
+    if half > MAX_BITMAP_BYTES:
+        return None
+    f.seek(block_size * (1 + sub_hdr_size) + half)
+    bitmap2 = f.read(half)
+    if len(bitmap2) < half:
+        return None
+    dumped = int.from_bytes(bitmap2, "little").bit_count()
+    if dumped == 0:
+        return None
+    table = block_size * (1 + sub_hdr_size + bitmap_blocks)
+    last = table + (dumped - 1) * KDUMP_PAGE_DESC_SIZE
+    f.seek(last)
+    desc = f.read(KDUMP_PAGE_DESC_SIZE)
+    if len(desc) < KDUMP_PAGE_DESC_SIZE:
+        return last + KDUMP_PAGE_DESC_SIZE  # the descriptor table itself is cut
+    offset, length = struct.unpack_from("<qI", desc)
+    if offset <= 0 or length > (1 << 20):
+        return None
+    return offset + length
 
 
 def _kdump_header(f: io.BufferedReader, size: int) -> DumpHeader:
@@ -130,6 +250,7 @@ def _kdump_header(f: io.BufferedReader, size: int) -> DumpHeader:
     problems: list[str] = []
     if len(head) < 464:
         return DumpHeader("kdump", size, problems=("kdump header is truncated",))
+    (header_version,) = struct.unpack_from("<i", head, 8)
     uts = [_cstr(head[12 + 65 * i : 12 + 65 * (i + 1)]) for i in range(6)]
     (tv_sec,) = struct.unpack_from("<q", head, 408)
     status, block_size, sub_hdr_size, bitmap_blocks, max_mapnr = struct.unpack_from("<IiiII", head, 424)
@@ -137,11 +258,13 @@ def _kdump_header(f: io.BufferedReader, size: int) -> DumpHeader:
     compression = {1: "zlib", 2: "lzo", 4: "snappy", 8: "zstd"}.get(status & 0xF)
     dump_level = None
     vmcoreinfo: dict[str, str] = {}
+    prstatus: tuple[PrStatus, ...] = ()
+    machine = uts[4] or None
     if block_size <= 0 or block_size > (1 << 20):
         problems.append(f"kdump header has an impossible block size {block_size}")
     else:
         f.seek(block_size)
-        sub = f.read(48)
+        sub = f.read(64)
         if len(sub) < 48:
             problems.append("kdump sub-header is truncated")
         else:
@@ -152,24 +275,39 @@ def _kdump_header(f: io.BufferedReader, size: int) -> DumpHeader:
                 vmcoreinfo = parse_vmcoreinfo(f.read(size_vmci))
             elif size_vmci:
                 problems.append("VMCOREINFO lies outside the file")
+            # Header version 4+ (makedumpfile 1.3.x on) records the ELF notes too.
+            if len(sub) >= 64 and header_version >= 4:
+                off_note, size_note = struct.unpack_from("<qQ", sub, 48)
+                if 0 < off_note < size and 0 < size_note <= MAX_NOTES_BYTES:
+                    f.seek(off_note)
+                    prstatus = _prstatus_notes(f.read(size_note), machine)
         expected_min = block_size * (2 + max(bitmap_blocks, 0))
         if size < expected_min:
             problems.append(
                 f"file is {size} bytes, shorter than its own bitmaps ({expected_min} bytes): truncated"
             )
+        else:
+            end = _kdump_data_end(f, block_size, sub_hdr_size, bitmap_blocks)
+            if end is not None and end > size:
+                problems.append(
+                    f"file is {size} bytes but its page data runs to {end}: truncated "
+                    f"({100 * (end - size) // end}% missing)"
+                )
     return DumpHeader(
         "kdump",
         size,
         release=vmcoreinfo.get("OSRELEASE") or uts[2] or None,
         hostname=uts[1] or None,
-        machine=uts[4] or None,
+        machine=machine,
         dump_level=dump_level,
         build_id=(vmcoreinfo.get("BUILD-ID") or None),
-        crash_time=int(vmcoreinfo["CRASHTIME"]) if vmcoreinfo.get("CRASHTIME", "").isdigit() else tv_sec,
+        crash_time=_int_or(vmcoreinfo.get("CRASHTIME"), tv_sec),
         nr_cpus=nr_cpus if nr_cpus > 0 else None,
         compression=compression,
         vmcoreinfo=vmcoreinfo,
         problems=tuple(problems),
+        prstatus=prstatus,
+        header_version=header_version,
     )
 
 
@@ -177,19 +315,27 @@ def _elf_header(f: io.BufferedReader, size: int) -> DumpHeader:
     problems: list[str] = []
     vmcoreinfo: dict[str, str] = {}
     nr_prstatus = 0
+    prstatus: list[PrStatus] = []
     try:
         elf = ELFFile(f)
         if elf.header.e_type != "ET_CORE":
             return DumpHeader("elf", size, problems=(f"ELF file of type {elf.header.e_type}, not a core dump",))
         machine = elf.header.e_machine
+        arch = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64"}.get(machine, machine)
         for segment in elf.iter_segments():
             if segment.header.p_type == "PT_NOTE":
-                for note in segment.iter_notes():
-                    if note["n_name"] == "VMCOREINFO":
-                        desc = note["n_desc"]
-                        vmcoreinfo = parse_vmcoreinfo(desc if isinstance(desc, bytes | str) else b"")
-                    elif note["n_type"] == "NT_PRSTATUS":
+                if not 0 <= segment.header.p_filesz <= MAX_NOTES_BYTES:
+                    problems.append(f"note segment of impossible size {segment.header.p_filesz}")
+                    continue
+                f.seek(segment.header.p_offset)
+                for name, ntype, desc in parse_elf_notes(f.read(segment.header.p_filesz)):
+                    if name == "VMCOREINFO":
+                        vmcoreinfo = parse_vmcoreinfo(desc)
+                    elif ntype == NT_PRSTATUS and name == "CORE":
                         nr_prstatus += 1
+                        pr = parse_prstatus(desc, len(prstatus), arch)
+                        if pr is not None:
+                            prstatus.append(pr)
             elif segment.header.p_type == "PT_LOAD":
                 end = segment.header.p_offset + segment.header.p_filesz
                 if end > size and not problems:
@@ -200,12 +346,13 @@ def _elf_header(f: io.BufferedReader, size: int) -> DumpHeader:
         "elf",
         size,
         release=vmcoreinfo.get("OSRELEASE"),
-        machine={"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64"}.get(machine, machine),
+        machine=arch,
         build_id=vmcoreinfo.get("BUILD-ID") or None,
-        crash_time=int(vmcoreinfo["CRASHTIME"]) if vmcoreinfo.get("CRASHTIME", "").isdigit() else None,
+        crash_time=_int_or(vmcoreinfo.get("CRASHTIME"), None),
         nr_cpus=nr_prstatus or None,
         vmcoreinfo=vmcoreinfo,
         problems=tuple(problems),
+        prstatus=tuple(prstatus),
     )
 
 
