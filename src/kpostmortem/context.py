@@ -12,7 +12,9 @@ import drgn
 from drgn.helpers.linux.printk import get_printk_records
 from drgn.helpers.linux.stack import LinuxKernelStack, kernel_stack_trace
 
+from .degraded import anchor_module_symbols, crashed_cpu, printk_lines_from_vmcoreinfo, stack_from_prstatus
 from .dump import Dump
+from .elfinfo import PrStatus
 from .helpers.modules import module_of_address
 from .oopslog import LogAnalysis, LogLine, parse_log
 
@@ -45,13 +47,42 @@ class Context:
 
         Module frames cannot be unwound or symbolised without the module's debug file, so
         unwind, load debug info for the modules the trace touches, and unwind again.
+
+        Degraded mode (no kernel DWARF): the crashed CPU's saved registers unwound with the
+        kernel's built-in ORC; module frames named from the oops log.
         """
-        trace = kernel_stack_trace(self.prog, self.panic_task)
+        if self.dump.debug.degraded:
+            return self._degraded_trace()
+        return self.task_trace(self.panic_task)
+
+    @cached_property
+    def crashed_prstatus(self) -> PrStatus:
+        """The crashed CPU's NT_PRSTATUS note (pid and registers), read from the dump's header."""
+        pr = crashed_cpu(self.prog, self.dump.header.prstatus)
+        if pr is None:
+            raise LookupError("the dump has no NT_PRSTATUS notes: no CPU registers to unwind")
+        return pr
+
+    def _degraded_trace(self) -> LinuxKernelStack:
+        state = self.dump.degraded
+        kernel_range = state.kernel_range if state is not None else None
+        trace = stack_from_prstatus(self.prog, self.crashed_prstatus, kernel_range)
+        try:
+            records = self.log.records
+        except Exception:  # noqa: BLE001 - no log, no names for module frames; the trace stands
+            return trace
+        if anchor_module_symbols(self.prog, trace, records):
+            trace = stack_from_prstatus(self.prog, self.crashed_prstatus, kernel_range)
+        return trace
+
+    def task_trace(self, task: drgn.Object) -> LinuxKernelStack:
+        """Any task's segmented stack, loading debug info of the modules it runs through."""
+        trace = kernel_stack_trace(self.prog, task)
         for _ in range(MAX_TRACE_ROUNDS):
             modules = {m for m in (module_of_address(self.prog, f.pc) for f in trace) if m}
             if not self.dump.load_module_debug_info(modules):
                 break
-            trace = kernel_stack_trace(self.prog, self.panic_task)
+            trace = kernel_stack_trace(self.prog, task)
         return trace
 
     @cached_property
@@ -61,7 +92,12 @@ class Context:
 
     @cached_property
     def log_lines(self) -> list[LogLine]:
-        """The kernel log as LogLines: one per message line, with its timestamp."""
+        """The kernel log as LogLines: one per message line, with its timestamp.
+
+        Degraded mode reads the ring buffer through VMCOREINFO's layout instead of DWARF.
+        """
+        if self.dump.debug.degraded:
+            return printk_lines_from_vmcoreinfo(self.prog, self.dump.header.vmcoreinfo)
         lines = []
         for record in self.printk_records:
             ts = record.timestamp / 1e9

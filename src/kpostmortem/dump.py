@@ -13,6 +13,7 @@ from pathlib import Path
 
 import drgn
 
+from .degraded import DegradedState, enable_degraded
 from .elfinfo import DumpHeader, build_id, read_dump_header
 from .errors import DebugInfoError, DumpError
 
@@ -115,11 +116,13 @@ class Dump:
     """An opened vmcore: the drgn Program, the header, and the state of its debug info."""
 
     def __init__(self, path: str, header: DumpHeader, prog: drgn.Program, debug: DebugInfoStatus,
-                 debuginfo_dirs: Sequence[str]) -> None:
+                 debuginfo_dirs: Sequence[str], degraded: DegradedState | None = None) -> None:
         self.path = path
         self.header = header
         self.prog = prog
         self.debug = debug
+        self.degraded = degraded
+        """Set in degraded mode (no kernel DWARF): what kallsyms/ORC could be set up."""
         self._debuginfo_dirs = list(debuginfo_dirs)
         self._module_index: dict[str, list[str]] | None = None
 
@@ -302,5 +305,9 @@ def open_dump(
             f"no vmlinux with debug info found for kernel {header.release or '?'}",
             hint="pass --vmlinux FILE (e.g. from the distribution's -dbg/-debuginfo package)",
         )
+    degraded = None
+    if debug.degraded:
+        say("no kernel debug info: degraded mode (kallsyms, ORC, VMCOREINFO)")
+        degraded = enable_degraded(prog, header)
     debug.seconds = time.perf_counter() - start
-    return Dump(path, header, prog, debug, debuginfo)
+    return Dump(path, header, prog, debug, debuginfo, degraded)

@@ -11,16 +11,20 @@ __all__ = ["Analyzer", "Skip", "run_analyzers", "ANALYZERS"]
 
 
 def _registry() -> list[Analyzer]:
-    from . import crashinfo, fault, logs, modules, stackcheck, stacktrace, task
+    from . import blocked, crashinfo, degraded, fault, logs, modules, stackcheck, stacktrace, task
 
+    # needs_dwarf: they walk task_struct/module/runqueues, which degraded mode cannot type;
+    # "degraded" stands in for task, summary and modules from the notes, log and raw lists.
     return [
         Analyzer("log", logs.run),
         Analyzer("stack", stacktrace.run),
-        Analyzer("task", task.run),
-        Analyzer("summary", crashinfo.run),
+        Analyzer("task", task.run, needs_dwarf=True),
+        Analyzer("summary", crashinfo.run, needs_dwarf=True),
+        Analyzer("degraded", degraded.run, only_degraded=True),
         Analyzer("fault", fault.run),
-        Analyzer("modules", modules.run),
-        Analyzer("stack-checks", stackcheck.run),
+        Analyzer("modules", modules.run, needs_dwarf=True),
+        Analyzer("stack-checks", stackcheck.run, needs_dwarf=True),
+        Analyzer("blocked-tasks", blocked.run, needs_dwarf=True),
     ]
 
 

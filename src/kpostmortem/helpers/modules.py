@@ -23,6 +23,11 @@ def module_of_address(prog: drgn.Program, addr: int | None) -> str | None:
     try:
         mod = address_to_module(prog, addr)
     except (drgn.FaultError, LookupError, ValueError):
+        # Without DWARF (degraded mode) struct module is unknown; use the ranges learnt from
+        # the oops log, if any (kpostmortem.degraded.anchor_module_symbols).
+        for start, end, name in prog.cache.get("kpostmortem.module_ranges", ()):
+            if start <= addr < end:
+                return name
         return None
     if not mod:
         return None

@@ -1,0 +1,107 @@
+"""Degraded-mode analyzer: without the kernel's DWARF, fill the crashed task, the summary and
+the module list from what needs no types: the CPUs' NT_PRSTATUS notes, the dump header, the
+kernel log (read through VMCOREINFO) and the raw ``modules`` list.
+
+Runs only in degraded mode, in place of the task, summary and modules analyzers.
+"""
+
+from __future__ import annotations
+
+from ..context import Context
+from ..degraded import module_names
+from ..report import Report
+from ..taint import decode_taint_letters, taint_mask_from_letters
+
+TAINT_WORDS = {"O": "out-of-tree", "E": "unsigned", "P": "proprietary", "F": "force-loaded",
+               "C": "staging", "X": "auxiliary", "K": "livepatch", "T": "randstruct", "N": "test"}
+
+
+def _how(frames, records) -> tuple[str, str]:
+    names = [f.function or "" for f in frames]
+    kinds = [r.kind for r in records]
+    if "sysrq_handle_crash" in names or "sysrq" in kinds:
+        return "sysrq", "forced crash: SysRq-c (sysrq_handle_crash)"
+    if "watchdog_timer_fn" in names or "watchdog_timer_fn.cold" in names:
+        return "watchdog", "watchdog: soft lockup detector called panic()"
+    if frames and frames[0].interrupted:
+        return "oops", "oops → crash_kexec directly, kdump armed"
+    if "panic" in names:
+        i = names.index("panic")
+        caller = next((n for n in names[i + 1 :] if n), None)
+        return "explicit-panic", f"explicit panic() called by {caller or 'an unnamed module function'}"
+    return "unknown", "crash path not recognised (degraded mode: no kernel DWARF)"
+
+
+def run(ctx: Context, report: Report) -> None:
+    header = ctx.dump.header
+    pr = ctx.crashed_prstatus
+    records = list(ctx.log.records)
+    rec = next((r for r in reversed(records) if r.pid == pr.pid and r.comm), None)
+    report.crashed_task = {
+        "pid": pr.pid,
+        "comm": rec.comm if rec else None,
+        "cpu": pr.cpu,
+        "state": None,
+        "preempt_count": None,
+        "context": "unknown",
+        "kernel_thread": None,
+        "stack_segments": [s["kind"] for s in report.stack.get("segments", [])],
+        "source": "NT_PRSTATUS note and the kernel log (degraded mode)",
+    }
+
+    tainted = next((r.tainted for r in reversed(records) if r.tainted is not None), None)
+    flags = decode_taint_letters(tainted) if tainted else []
+    panic = next((r for r in reversed(records) if r.panic_message), None)
+    first = ctx.log.first_oops()
+    mode, text = _how(report.frames, records)
+    lines = ctx.log_lines
+    report.summary = {
+        "hostname": header.hostname,
+        "release": header.release,
+        "arch": ctx.dump.arch,
+        "uptime_seconds": lines[-1].timestamp if lines else None,
+        "crash_time": header.crash_time,
+        "panic_message": panic.panic_message if panic else None,
+        "panic_on_oops": None, "panic_on_warn": None, "panic_timeout": None, "softlockup_panic": None,
+        "hung_task_panic": None, "panic_on_oom": None, "oops_count": None,
+        "how": {"mode": mode, "description": text},
+        "crashes_in_log": len([r for r in records if r.kind not in ("panic", "sysrq")]),
+        "first_oops": None if first is None else {
+            "index": records.index(first), "kind": first.kind, "headline": first.headline,
+            "timestamp": first.timestamp, "pid": first.pid, "comm": first.comm,
+        },
+        "taint": {
+            "mask": taint_mask_from_letters(tainted) if tainted else 0,
+            "letters": "".join(f.letter for f in flags),
+            "flags": [{"letter": f.letter, "name": f.name, "description": f.description} for f in flags],
+            "source": "the oops's Tainted: field",
+        },
+        "cmdline": header.vmcoreinfo.get("COMMANDLINE"),
+        "degraded": True,
+    }
+
+    names, problem = module_names(ctx.prog)
+    taints: dict[str, str] = {}
+    for r in records:
+        taints.update(r.module_taints)
+    mods = []
+    for name in sorted(set(names) | set(taints)):
+        letters = taints.get(name, "")
+        mods.append({
+            "name": name, "size": None, "state": None, "taints": letters,
+            "taint_names": [TAINT_WORDS.get(f.letter, f.name) for f in decode_taint_letters(letters)],
+            "version": None, "srcversion": None, "sig_ok": None,
+            "frames": [f.index for f in report.frames if f.module == name],
+            "debug_file": ctx.dump.debug.modules.get(name),
+        })
+    report.modules = {
+        "loaded": mods,
+        "count": len(mods),
+        "tainting": [m["name"] for m in mods if m["taints"]],
+        "in_trace": sorted({f.module for f in report.frames if f.module}),
+        "unknown_symbols": [{"module": m, "symbol": s} for m, s in ctx.log.unknown_symbols],
+        "symbol_version_errors": [{"module": m, "symbol": s} for m, s in ctx.log.symbol_version_errors],
+        "verification_failures": list(ctx.log.module_verification_failures),
+        "source": "the raw modules list and the log's 'Modules linked in:' (degraded mode)",
+        "problem": problem,
+    }

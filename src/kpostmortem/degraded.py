@@ -1,0 +1,339 @@
+"""Degraded mode: what a kernel dump still tells without the kernel's DWARF.
+
+- symbols: the kernel's own kallsyms tables, found through VMCOREINFO (Linux 6.0+), with
+  ``drgn.helpers.linux.kallsyms.load_vmlinux_kallsyms``;
+- the crashed CPU's stack: its NT_PRSTATUS registers unwound with the kernel's built-in ORC
+  tables (drgn reads them from memory once the kernel's address range is known);
+- the log: the printk ring buffer, laid out by VMCOREINFO's SYMBOL/SIZE/OFFSET entries (what
+  ``makedumpfile --dump-dmesg`` reads);
+- module names: the ``modules`` list, whose head of ``struct module`` (state, list, name) has
+  kept its layout since Linux 2.6;
+- module functions: anchored from the log, whose oops names ``func+off/size [module]`` for
+  PCs that the stack has as bare addresses.
+
+Every loop over dump memory is bounded and stops on a cycle; every read may fail.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import drgn
+
+from .elfinfo import DumpHeader, PrStatus
+from .oopslog import LogLine, parse_trace_entry
+
+__all__ = [
+    "DegradedState",
+    "enable_degraded",
+    "crashed_cpu",
+    "stack_from_prstatus",
+    "printk_lines_from_vmcoreinfo",
+    "module_names",
+    "anchor_module_symbols",
+    "MODULE_RANGES_KEY",
+]
+
+MODULE_RANGES_KEY = "kpostmortem.module_ranges"
+"""prog.cache key: [(start, end, module name)] learnt from the log in degraded mode."""
+
+MAX_MODULES = 10_000
+MAX_RECORDS = 1 << 20
+MAX_FRAMES = 256
+
+# struct pt_regs on x86-64 (arch/x86/include/asm/ptrace.h): 21 unsigned longs.
+_PT_REGS = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
+            "rsi", "rdi", "orig_rax", "rip", "cs", "rflags", "rsp", "ss")
+
+
+@dataclass
+class DegradedState:
+    """What degraded mode could set up, and what it could not."""
+
+    kallsyms: bool = False
+    """Kernel symbols loaded from the dump's kallsyms."""
+    kernel_range: tuple[int, int] | None = None
+    """[_text, _end) of the kernel image: where built-in ORC applies."""
+    problems: list[str] = field(default_factory=list)
+    """What could not be set up, in words."""
+
+
+def _vmcoreinfo_int(info: dict[str, str], key: str) -> int | None:
+    try:
+        return int(info[key], 0)
+    except (KeyError, ValueError):
+        return None
+
+
+def _vmcoreinfo_symbol(info: dict[str, str], name: str) -> int | None:
+    try:
+        return int(info[f"SYMBOL({name})"], 16)
+    except (KeyError, ValueError):
+        return None
+
+
+def enable_degraded(prog: drgn.Program, header: DumpHeader) -> DegradedState:
+    """Give ``prog`` the kernel's kallsyms and built-in ORC, for a dump without vmlinux."""
+    state = DegradedState()
+    from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
+
+    try:
+        index = load_vmlinux_kallsyms(prog)
+        prog.register_symbol_finder("kallsyms", index, enable_index=0)
+        state.kallsyms = True
+    except (LookupError, ValueError, drgn.FaultError, OSError, NotImplementedError) as e:
+        state.problems.append(
+            f"no kernel symbols: the dump's kallsyms could not be read ({e}); VMCOREINFO names them "
+            "only from Linux 6.0 on"
+        )
+        return state
+    try:
+        start = prog.symbol("_text").address
+        end = prog.symbol("_end").address
+    except LookupError:
+        state.problems.append("kallsyms has no _text/_end: the stack cannot be unwound with ORC")
+        return state
+    try:
+        main = prog.main_module()
+    except LookupError:
+        try:
+            main = next(iter(prog.loaded_modules()))[0]
+        except (StopIteration, LookupError, ValueError, drgn.FaultError):
+            main = None
+    if main is None or not isinstance(main, drgn.MainModule):
+        state.problems.append("drgn created no kernel module: the stack cannot be unwound with ORC")
+        return state
+    if main.address_range is None:
+        main.address_range = (start, end)
+    state.kernel_range = (start, end)
+    return state
+
+
+def crashed_cpu(prog: drgn.Program, prstatus: Sequence[PrStatus]) -> PrStatus | None:
+    """The NT_PRSTATUS of the CPU that crashed: ``crashing_cpu`` (x86, set by kdump's
+    shutdown path), else ``panic_cpu``, else the only CPU running a task."""
+    for name in ("crashing_cpu", "panic_cpu"):
+        try:
+            raw = prog.read(prog.symbol(name).address, 4)
+        except (LookupError, drgn.FaultError):
+            continue
+        (cpu,) = struct.unpack("<i", raw)
+        if 0 <= cpu < len(prstatus):
+            return prstatus[cpu]
+    busy = [p for p in prstatus if p.pid != 0]
+    if len(busy) == 1:
+        return busy[0]
+    return prstatus[0] if prstatus else None
+
+
+def _pt_regs_type(prog: drgn.Program) -> drgn.Type:
+    u64 = prog.int_type("unsigned long", 8, False)
+    return prog.struct_type("pt_regs", 8 * len(_PT_REGS),
+                            [drgn.TypeMember(u64, name, 64 * i) for i, name in enumerate(_PT_REGS)])
+
+
+def stack_from_prstatus(prog: drgn.Program, pr: PrStatus, kernel_range: tuple[int, int] | None):
+    """The crashed CPU's stack from its saved registers, as a LinuxKernelStack of one segment.
+
+    Without module debug info a module's ORC cannot be found, so the unwind is cut after the
+    first frame outside the kernel image: what follows it would be guesses.
+    """
+    from drgn.helpers.linux.stack import LinuxKernelStack, StackKind, StackSegment
+
+    regs = drgn.Object(prog, _pt_regs_type(prog), value={n: pr.registers[n] for n in _PT_REGS})
+    trace = prog.stack_trace(regs)
+    frames = []
+    for frame in trace:
+        if len(frames) >= MAX_FRAMES:
+            break
+        frames.append(frame)
+        pc = frame.pc
+        if kernel_range is None or not kernel_range[0] <= pc < kernel_range[1]:
+            break
+    return LinuxKernelStack(prog, [StackSegment(StackKind.UNKNOWN, frames)])
+
+
+def printk_lines_from_vmcoreinfo(prog: drgn.Program, info: dict[str, str]) -> list[LogLine]:
+    """The kernel log from the lockless printk ring buffer (Linux 5.10+), DWARF-free.
+
+    :raises LookupError: VMCOREINFO does not describe the ring buffer (older kernel)
+    :raises drgn.FaultError: the ring buffer's memory is not in the dump
+    """
+    def off(name: str) -> int:
+        v = _vmcoreinfo_int(info, f"OFFSET({name})")
+        if v is None:
+            raise LookupError(f"VMCOREINFO has no OFFSET({name}): cannot read the log without DWARF")
+        return v
+
+    def size(name: str) -> int:
+        v = _vmcoreinfo_int(info, f"SIZE({name})")
+        if v is None:
+            raise LookupError(f"VMCOREINFO has no SIZE({name}): cannot read the log without DWARF")
+        return v
+
+    prb_ptr = _vmcoreinfo_symbol(info, "prb")
+    if prb_ptr is None:
+        raise LookupError("VMCOREINFO has no SYMBOL(prb): not a lockless printk ring buffer (Linux < 5.10)")
+    u64 = lambda addr: int.from_bytes(prog.read(addr, 8), "little")  # noqa: E731
+    prb = u64(prb_ptr)
+    desc_ring = prb + off("printk_ringbuffer.desc_ring")
+    text_ring = prb + off("printk_ringbuffer.text_data_ring")
+    count_bits = int.from_bytes(prog.read(desc_ring + off("prb_desc_ring.count_bits"), 4), "little")
+    descs = u64(desc_ring + off("prb_desc_ring.descs"))
+    infos = u64(desc_ring + off("prb_desc_ring.infos"))
+    head_id = u64(desc_ring + off("prb_desc_ring.head_id"))
+    tail_id = u64(desc_ring + off("prb_desc_ring.tail_id"))
+    size_bits = int.from_bytes(prog.read(text_ring + off("prb_data_ring.size_bits"), 4), "little")
+    data = u64(text_ring + off("prb_data_ring.data"))
+    if not 0 < count_bits <= 24 or not 0 < size_bits <= 32:
+        raise ValueError(f"printk ring buffer header is damaged (count_bits {count_bits}, size_bits {size_bits})")
+    desc_size, info_size = size("prb_desc"), size("printk_info")
+    sv_off = off("prb_desc.state_var")
+    lpos_off = off("prb_desc.text_blk_lpos")
+    begin_off, next_off = off("prb_data_blk_lpos.begin"), off("prb_data_blk_lpos.next")
+    seq_off, ts_off = off("printk_info.seq"), off("printk_info.ts_nsec")
+    len_off, caller_off = off("printk_info.text_len"), off("printk_info.caller_id")
+
+    id_mask = (1 << 62) - 1
+    ring_mask = (1 << count_bits) - 1
+    data_mask = (1 << size_bits) - 1
+    records: list[tuple[int, float, str | None, str]] = []
+    current = tail_id & id_mask
+    head = head_id & id_mask
+    for _ in range(min(ring_mask + 1, MAX_RECORDS)):
+        idx = current & ring_mask
+        desc = descs + idx * desc_size
+        try:
+            state_var = u64(desc + sv_off)
+            if state_var & id_mask == current and (state_var >> 62) & 3 in (1, 2):  # committed, finalized
+                begin = u64(desc + lpos_off + begin_off) & data_mask
+                nxt = u64(desc + lpos_off + next_off) & data_mask
+                begin += 8  # each data block starts with its descriptor id
+                if begin != nxt:
+                    if begin > nxt:  # the block wrapped to the start of the data ring
+                        begin = 8
+                    inf = infos + idx * info_size
+                    seq = u64(inf + seq_off)
+                    ts = u64(inf + ts_off)
+                    text_len = int.from_bytes(prog.read(inf + len_off, 2), "little")
+                    caller = int.from_bytes(prog.read(inf + caller_off, 4), "little")
+                    text_len = min(text_len, max(0, nxt - begin))
+                    text = prog.read(data + begin, text_len).decode(errors="replace")
+                    who = f"C{caller & 0x7FFFFFFF}" if caller & 0x80000000 else f"T{caller}"
+                    records.append((seq, ts / 1e9, who, text))
+        except drgn.FaultError:
+            pass  # one unreadable record; the others may be fine
+        if current == head:
+            break
+        current = (current + 1) & id_mask
+    records.sort(key=lambda r: r[0])
+    lines = []
+    for _seq, ts, who, text in records:
+        for part in text.split("\n"):
+            lines.append(LogLine(text=part, timestamp=ts, caller=who))
+    return lines
+
+
+def module_names(prog: drgn.Program, limit: int = MAX_MODULES) -> tuple[list[str], str | None]:
+    """Names of the loaded modules, walking ``modules`` by raw reads: (names, problem or None).
+
+    ``struct module`` starts with ``enum module_state state; struct list_head list; char
+    name[MODULE_NAME_LEN]`` on every 64-bit kernel. Stops at a cycle, a bad name or a fault.
+    """
+    try:
+        head = prog.symbol("modules").address
+    except LookupError:
+        return [], "kallsyms has no 'modules' list"
+    names: list[str] = []
+    seen = {head}
+    try:
+        node = int.from_bytes(prog.read(head, 8), "little")
+        while node != head:
+            if node in seen:
+                return names, f"the module list loops back to 0x{node:x}: corrupted"
+            if len(names) >= limit:
+                return names, f"more than {limit} modules: stopped"
+            seen.add(node)
+            raw = prog.read(node - 8 + 24, 56).split(b"\0", 1)[0]
+            name = raw.decode("ascii", errors="replace")
+            if not raw or not name.isprintable():
+                return names, f"module at 0x{node - 8:x} has no readable name: list damaged"
+            names.append(name)
+            node = int.from_bytes(prog.read(node, 8), "little")
+    except drgn.FaultError as e:
+        return names, f"module list unreadable at 0x{e.address:x}: {e.message}"
+    return names, None
+
+
+def anchor_module_symbols(prog: drgn.Program, trace, records: Sequence) -> list[tuple[int, int, str, str]]:
+    """Name module frames from the log: (start, end, function, module) of each anchored symbol.
+
+    A frame's PC outside the kernel image has no kallsyms name here. The oops record that
+    describes this crash prints the function around it as ``func+off/size [module]``: its RIP
+    line for the exception frame, its call trace for the frame after a named one. Registers a
+    symbol finder for them and records their ranges for ``module_of_address``.
+    """
+    kernel = prog.main_module().address_range if _has_main(prog) else None
+    frames = list(trace)
+    anchors: dict[int, tuple[int, int, str, str]] = {}
+
+    def add(pc: int, entry) -> None:
+        if entry is None or entry.module is None or entry.offset is None or entry.size is None:
+            return
+        if not 0 <= entry.offset < max(entry.size, 1) or pc < entry.offset:
+            return
+        start = pc - entry.offset
+        anchors.setdefault(start, (start, start + entry.size, entry.function, entry.module))
+
+    def outside(pc: int) -> bool:
+        return kernel is None or not kernel[0] <= pc < kernel[1]
+
+    for rec in reversed(list(records)):
+        names = [e.function for e in rec.call_trace]
+        for i, frame in enumerate(frames):
+            if not outside(frame.pc):
+                continue
+            if frame.interrupted and rec.rip is not None:
+                add(frame.pc, rec.rip)
+            elif i > 0:
+                try:
+                    prev = prog.symbol(frames[i - 1].pc).name
+                except LookupError:
+                    continue
+                if prev in names:
+                    j = names.index(prev)
+                    if j + 1 < len(rec.call_trace):
+                        add(frame.pc, rec.call_trace[j + 1])
+        if anchors:
+            break
+    if not anchors:
+        return []
+    table = sorted(anchors.values())
+
+    def finder(_prog, name, address, one):
+        out = []
+        for start, end, func, _mod in table:
+            if (address is None or start <= address < end) and (name is None or name == func):
+                out.append(drgn.Symbol(func, start, end - start, drgn.SymbolBinding.GLOBAL, drgn.SymbolKind.FUNC))
+                if one:
+                    break
+        return out
+
+    prog.register_symbol_finder("oops-log", finder, enable_index=0)
+    ranges = prog.cache.setdefault(MODULE_RANGES_KEY, [])
+    ranges.extend((start, end, mod) for start, end, _f, mod in table)
+    return table
+
+
+def _has_main(prog: drgn.Program) -> bool:
+    try:
+        return prog.main_module().address_range is not None
+    except LookupError:
+        return False
+
+
+def parse_entry(text: str):
+    """``func+0x1c/0x30 [mod]`` → TraceEntry (re-exported for tests)."""
+    return parse_trace_entry(text)
