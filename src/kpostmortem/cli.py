@@ -6,6 +6,7 @@ Exit codes: 0 verdict, 1 no confident verdict, 2 usage error, 3 dump error,
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -83,6 +84,12 @@ def with_debug_options(f):
     "with stable placeholders (<host-1>…) before rendering, in every format.",
 )
 @click.option("--redact-comm", is_flag=True, help="With --redact, also replace the names of user processes.")
+@click.option(
+    "--require-debuginfo",
+    is_flag=True,
+    help="Fail (exit 4) when no vmlinux with DWARF is found, instead of a degraded analysis "
+    "from kallsyms, ORC and the log.",
+)
 def analyze(
     vmcore: str,
     vmlinux: str | None,
@@ -93,17 +100,31 @@ def analyze(
     color: bool | None,
     redact: bool,
     redact_comm: bool,
+    require_debuginfo: bool,
 ) -> None:
-    """Analyse VMCORE and print the verdict and the report."""
+    """Analyse VMCORE and print the verdict and the report.
+
+    Without a vmlinux for the dump's kernel (none given, none found) the analysis runs
+    degraded, with a warning on stderr; --require-debuginfo makes that an error.
+    """
     if redact_comm and not redact:
         raise click.UsageError("--redact-comm goes with --redact")
-    from .pipeline import analyze as run_analysis
+    from .dump import open_dump
+    from .pipeline import analyze_dump
     from .render import render
 
+    # drgn logs its own warnings (unreadable module list…); the report says what failed.
+    logging.getLogger("drgn").setLevel(logging.CRITICAL)
     try:
-        report = run_analysis(
-            vmcore, vmlinux, debuginfo, progress=_progress(sys.stderr.isatty()), command=["kpostmortem", *sys.argv[1:]]
-        )
+        dump = open_dump(vmcore, vmlinux, debuginfo, allow_no_debug_info=not require_debuginfo,
+                         progress=_progress(sys.stderr.isatty()))
+        if dump.debug.degraded:
+            click.echo(
+                f"kpostmortem: warning: no vmlinux with debug info for kernel {dump.header.release or '?'}: "
+                "degraded analysis from kallsyms, ORC and the log (pass --vmlinux FILE for a full one)",
+                err=True,
+            )
+        report, _ctx = analyze_dump(dump, ["kpostmortem", *sys.argv[1:]])
     except KpmError as e:
         _fail(e.one_line(), e.exit_code)
         return
@@ -113,18 +134,26 @@ def analyze(
     except Exception as e:  # noqa: BLE001 - never a traceback for the user
         _fail(f"internal error: {type(e).__name__}: {e} (please report with the command line)", ExitCode.INTERNAL)
         return
-    data = report.to_dict()
-    if redact:
-        from .redact import redact_report, redaction_note
+    try:
+        data = report.to_dict()
+        if redact:
+            from .redact import redact_report, redaction_note
 
-        data = redact_report(data, comms=redact_comm)
-    use_color = color if color is not None else (output is None and sys.stdout.isatty())
-    text = render(data, fmt, color=use_color, max_bytes=max_bytes)
-    if redact and fmt == "text":
-        text += redaction_note(data["redaction"]) + "\n"
+            data = redact_report(data, comms=redact_comm)
+        use_color = color if color is not None else (output is None and sys.stdout.isatty())
+        text = render(data, fmt, color=use_color, max_bytes=max_bytes)
+        if redact and fmt == "text":
+            text += redaction_note(data["redaction"]) + "\n"
+    except Exception as e:  # noqa: BLE001 - never a traceback for the user
+        _fail(f"internal error: {type(e).__name__}: {e} (please report with the command line)", ExitCode.INTERNAL)
+        return
     if output:
-        with open(output, "w") as f:
-            f.write(text)
+        try:
+            with open(output, "w") as f:
+                f.write(text)
+        except OSError as e:
+            _fail(f"{output}: cannot write the report: {e.strerror or e}", ExitCode.USAGE)
+            return
     else:
         click.echo(text, nl=False)
     v = report.verdict
