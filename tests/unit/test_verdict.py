@@ -200,3 +200,93 @@ def test_signature_is_stable_and_discriminating():
     assert a != make_signature("null-pointer-dereference", "f", "m", ["g", "x"])
     assert a != make_signature("bad-page-fault", "f", "m", ["g", "h"])
     assert len(a) == 12
+
+
+# Stack checks (report.stack_checks, filled by the stack-checks analyzer).
+
+def _overflow_checks(first=1, last=5, **extra):
+    sc = {
+        "canaries_damaged": [],
+        "crashed_task_canary_damaged": False,
+        "stack_bounds": {"start": 0x10000, "end": 0x14000, "size": 0x4000, "has_guard_page": True},
+        "guard_page_hit": {"frame": 0, "function": "leaf", "sp": 0xFF70, "below_by": 144,
+                           "unmapped_guard": True},
+        "usage": {"depth": 16528, "thread_size": 16384, "past_end": 144, "largest": []},
+        "recursion": [{"functions": ["recurse"], "repeats": last - first + 1, "first": first, "last": last,
+                       "bytes_per_cycle": 536, "bytes": 536 * (last - first + 1),
+                       "summary": f"recurse × {last - first + 1}, 536 bytes per frame"}],
+        "double_fault": {"cpu": 0, "stack": "CPU 0's double-fault stack (DF)",
+                         "functions": ["exc_double_fault", "handle_stack_overflow", "oops_end"]},
+        "trace_trustworthy": True,
+    }
+    sc.update(extra)
+    return sc
+
+
+def _overflow_frames():
+    return [F(0, "leaf", interrupted=True), *[F(i, "recurse.constprop.0") for i in range(1, 6)], F(6, "caller")]
+
+
+def test_stack_overflow_guilty_is_the_recursing_function_with_guard_page_evidence():
+    records = [rec("stack-guard", "BUG: TASK stack guard page was hit at 00000000deadbeef")]
+    v = decide(report(records, _overflow_frames(), how="double-fault", stack_checks=_overflow_checks()))
+    assert (v.category, v.function, v.guilty_frame) == ("stack-overflow", "recurse", 1)
+    texts = " | ".join(e.text for e in v.evidence)
+    assert "144 bytes below the task stack" in texts and "guard page" in texts
+    assert "recurse × 5, 536 bytes per frame" in texts
+    assert "exc_double_fault → handle_stack_overflow" in texts
+    assert "recursed 5 times (536 bytes per frame)" in v.explanation
+
+
+def test_stack_overflow_read_from_the_dump_state_without_any_log():
+    v = decide(report([], _overflow_frames(), how="unknown", stack_checks=_overflow_checks()))
+    assert (v.category, v.function) == ("stack-overflow", "recurse")
+    assert v.confidence >= 0.5
+
+
+def test_stack_overflow_without_recursion_keeps_the_frame_that_ran_out():
+    records = [rec("stack-guard", "BUG: TASK stack guard page was hit at 00000000deadbeef")]
+    checks = _overflow_checks(recursion=[], usage={"depth": 16400, "thread_size": 16384, "past_end": 16,
+                                                   "largest": [{"function": "leaf", "bytes": 9000}]})
+    v = decide(report(records, _overflow_frames(), how="double-fault", stack_checks=checks))
+    assert (v.category, v.function) == ("stack-overflow", "leaf")
+    assert any("largest frames: leaf 9000 bytes" in e.text for e in v.evidence)
+
+
+def test_stack_protector_failure_names_the_frame_whose_canary_failed():
+    records = [rec("panic", "Kernel panic - not syncing: stack-protector: Kernel stack is corrupted in: victim+0x4f",
+                   panic_message="stack-protector: Kernel stack is corrupted in: victim+0x4f")]
+    frames = [F(0, "crash_setup_regs"), F(1, "__crash_kexec"), F(2, "panic"), F(3, "__stack_chk_fail"),
+              F(4, "victim", "drv"), F(5, "caller", "drv")]
+    checks = {"canaries_damaged": [], "stack_protector": {"check_frame": 3, "index": 4, "function": "victim"},
+              "trace_trustworthy": True}
+    v = decide(report(records, frames, how="explicit-panic", stack_checks=checks))
+    assert (v.category, v.function, v.module, v.guilty_frame) == ("stack-corruption", "victim", "drv", 4)
+    assert any("__stack_chk_fail called from victim" in e.text for e in v.evidence)
+    assert "stack-protector canary of victim()" in v.explanation
+
+
+def test_canary_evidence_tells_a_stray_write_from_an_overflow():
+    records = [rec("panic", "Kernel panic - not syncing: corrupted stack end detected inside scheduler",
+                   panic_message="corrupted stack end detected inside scheduler")]
+    frames = [F(0, "panic"), F(1, "__schedule"), F(2, "schedule"), F(3, "msleep"), F(4, "drv_smash", "drv")]
+    damaged = [{"comm": "sh", "pid": 99, "value": 0, "cause": "stray write", "stack_not_used": 12776}]
+    checks = {"canaries_damaged": damaged, "crashed_task_canary_damaged": True}
+    v = decide(report(records, frames, how="stack-end-check", stack_checks=checks))
+    assert (v.category, v.function) == ("stack-corruption", "drv_smash")
+    assert any("0x0 instead of 0x57ac6e9d" in e.text and "stray write" in e.text for e in v.evidence)
+
+
+def test_untrustworthy_trace_brings_the_stack_scan_as_a_labelled_guess():
+    recs = [rec("bug", "kernel BUG at drv.c:10!", rip={"function": "f", "module": None})]
+    frames = [F(0, "f", interrupted=True), F(1, "g")]
+    scan = {"guess": True, "functions": ["f", "g", "h"]}
+    trusted = decide(report(recs, frames, stack_checks={"trace_trustworthy": True, "scan": None}))
+    doubtful = decide(report(recs, frames, stack_checks={
+        "trace_trustworthy": False, "trace_problems": ["unwinder stopped early at #1 g"], "scan": scan}))
+    assert doubtful.confidence < trusted.confidence
+    wrong = [e for e in doubtful.evidence if "may be wrong" in e.text]
+    assert wrong and not wrong[0].agrees
+    guess = [e for e in doubtful.evidence if e.text.startswith("GUESS")]
+    assert guess and "f ← g ← h" in guess[0].text
+    assert not any(e.text.startswith("GUESS") for e in trusted.evidence)
