@@ -187,5 +187,33 @@ def shell(vmcore: str, vmlinux: str | None, debuginfo: tuple[str, ...]) -> None:
     run_shell(session)
 
 
+@main.command()
+@click.argument("code", required=False)
+@click.option("--list", "list_all", is_flag=True, help="List every category code with its one-line summary.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def explain(code: str | None, list_all: bool, fmt: str) -> None:
+    """What a verdict category CODE means, the evidence behind it, and what to look at next."""
+    import json
+
+    from .categories import CATEGORIES, lookup, suggest
+
+    if list_all or not code:
+        if fmt == "json":
+            click.echo(json.dumps([c.to_dict() for c in CATEGORIES.values()], indent=2))
+        else:
+            width = max(len(c) for c in CATEGORIES)
+            click.echo("\n".join(f"{c.code:<{width}}  {c.summary}" for c in CATEGORIES.values()))
+        if not list_all:
+            click.echo("\nkpostmortem explain CODE for one of them.", err=True)
+        return
+    cat = lookup(code)
+    if cat is None:
+        close = suggest(code)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; kpostmortem explain --list shows them all"
+        _fail(f"no category {code!r}{hint}", ExitCode.USAGE)
+        return
+    click.echo(json.dumps(cat.to_dict(), indent=2) if fmt == "json" else cat.text())
+
+
 if __name__ == "__main__":
     main()

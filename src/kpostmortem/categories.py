@@ -1,0 +1,380 @@
+"""What each verdict category means, what evidence supports it and what to look at next.
+
+The codes are the stable ones of VERDICTS.md; ``kpostmortem explain CODE`` prints these entries.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["ALIASES", "Category", "CATEGORIES", "lookup", "suggest"]
+
+
+@dataclass(frozen=True)
+class Category:
+    """One verdict category, explained."""
+
+    code: str
+    """The stable kebab-case code used in reports."""
+    summary: str
+    """One line: what happened."""
+    meaning: str
+    """A paragraph: what the kernel did and why it stopped."""
+    evidence: tuple[str, ...]
+    """Facts in a dump that support this verdict (what kpostmortem looks for)."""
+    next_steps: tuple[str, ...]
+    """What a person should look at next."""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["evidence"], d["next_steps"] = list(self.evidence), list(self.next_steps)
+        return d
+
+    def text(self) -> str:
+        """The entry as plain text for a terminal."""
+        lines = [f"{self.code}: {self.summary}", "", *_wrap(self.meaning), "", "Evidence that supports it:"]
+        for e in self.evidence:
+            lines += _wrap(e, first="  - ", rest="    ")
+        lines += ["", "What to look at next:"]
+        for n in self.next_steps:
+            lines += _wrap(n, first="  - ", rest="    ")
+        return "\n".join(lines)
+
+
+def _wrap(text: str, width: int = 88, first: str = "", rest: str = "") -> list[str]:
+    out, line = [], first
+    for word in text.split():
+        if line.strip(" -") and len(line) + 1 + len(word) > width:
+            out.append(line)
+            line = rest + word
+        else:
+            line = f"{line} {word}" if line.strip(" -") else line + word
+    return out + ([line] if line.strip(" -") else [])
+
+
+_SHELL = "`kpostmortem shell VMCORE` (drgn with the analysis in scope)"
+
+CATEGORIES: dict[str, Category] = {c.code: c for c in (
+    Category(
+        "null-pointer-dereference",
+        "kernel code read or wrote through a NULL pointer (or NULL plus a small offset)",
+        "The CPU took a page fault in kernel mode on an address in the first pages of the address "
+        "space, which is never mapped. Almost always a pointer that was NULL: the small offset is "
+        "the member of the structure that was accessed through it (0x18 = the member at offset 24).",
+        (
+            "the oops line `BUG: kernel NULL pointer dereference, address: …` and CR2 in the first pages",
+            "the faulting instruction's memory operand, with its base register = 0",
+            "the effective address computed from pt_regs equal to the reported fault address",
+            "the variable the base register holds at that PC (DWARF location lists), and its member",
+            "the page-fault error code: read or write, kernel mode, page not present",
+        ),
+        (
+            "the guilty function's source line: which pointer was NULL, and where it was set",
+            "the callers in the trace: who passed the pointer, and whether NULL is a legal value there",
+            "lifetime races: the object torn down (pointer cleared) while another path still used it",
+            f"{_SHELL}: `fault`, then print the structures around the NULL pointer",
+        ),
+    ),
+    Category(
+        "bad-page-fault",
+        "kernel-mode page fault on a non-NULL address with no valid mapping",
+        "The kernel touched an address that is not NULL-ish and has no valid mapping for that access: "
+        "an unmapped kernel address (a vmalloc guard page, a freed vmalloc area, a stale pointer), a "
+        "user address dereferenced directly from kernel code, or a write to read-only memory.",
+        (
+            "the oops line `BUG: unable to handle page fault for address: …` and CR2",
+            "the page-fault error code bits: write/read/instruction fetch, present or not, user or kernel",
+            "what the address is: direct map, vmalloc (guard page?), module area, user range",
+            "a page-table walk of the address in the dump",
+        ),
+        (
+            "what object the address should belong to: out-of-bounds index, past the end of a buffer",
+            "use-after-free of a vmalloc area or a module that was unloaded",
+            "a user pointer used without copy_from_user()/copy_to_user()",
+            "a write to rodata or to text (a missing set_memory_rw, a stray write)",
+        ),
+    ),
+    Category(
+        "general-protection-fault",
+        "#GP, usually through a non-canonical pointer (poison values, garbage)",
+        "The CPU raised a general-protection exception. In kernel code this is nearly always a memory "
+        "access through a non-canonical address, which no page table can map: a pointer overwritten "
+        "with a poison value (LIST_POISON, slab poison 0x6b6b…), random data, or an uninitialised value.",
+        (
+            "the oops line `general protection fault, probably for non-canonical address 0x…`",
+            "the faulting operand's effective address is non-canonical",
+            "the bad register's value matches a poison pattern (0xdead000000000100/122, 0x6b6b6b6b…)",
+        ),
+        (
+            "a poison value names its story: LIST_POISON = an entry used after list_del(); 0x6b = use after kfree",
+            "where the pointer was loaded from, and who freed or overwrote that memory",
+            "debug options to catch it earlier: KASAN, SLUB_DEBUG (slub_debug=FZPU), DEBUG_LIST",
+        ),
+    ),
+    Category(
+        "bug-assertion",
+        "BUG()/BUG_ON() fired: `kernel BUG at file:line`",
+        "Code asserted a condition it considers impossible, and the condition was true. BUG() executes "
+        "ud2; the kernel finds the address in its __bug_table, prints `kernel BUG at file:line` and kills "
+        "the task (or panics with panic_on_oops).",
+        (
+            "the `kernel BUG at FILE:LINE!` line and `invalid opcode: 0000`",
+            "ud2 at the faulting PC",
+            "a __bug_table entry for the PC, with the same file and line",
+        ),
+        (
+            "the condition at FILE:LINE and the state it checks: which invariant broke",
+            "the structures the condition reads, in the dump (the values are still there)",
+            "the code that last changed that state; recent changes in that area",
+        ),
+    ),
+    Category(
+        "warning-escalated",
+        "a WARN() turned fatal by panic_on_warn",
+        "A WARN()/WARN_ON() fired: the kernel thinks something is wrong but could continue. The system "
+        "had kernel.panic_on_warn=1 (common in test fleets and fuzzing), so the warning panicked.",
+        (
+            "the `WARNING: CPU: … at FILE:LINE FUNC` line and the warning's message",
+            "`Kernel panic - not syncing: kernel: panic_on_warn set`",
+            "a __bug_table entry flagged as a warning at the PC, panic_on_warn = 1 in the dump",
+        ),
+        (
+            "the condition at FILE:LINE: on a production system without panic_on_warn this is a warning, "
+            "but it still points at a real bug",
+            "the message's values (counters, states) and the code that changed them",
+        ),
+    ),
+    Category(
+        "stack-overflow",
+        "a kernel stack ran past its end (guard page hit, or recursion/large frames)",
+        "The kernel stack of a task (16 KiB on x86-64) was exhausted. With VMAP_STACK the access to the "
+        "guard page below the stack raises a double fault: `BUG: TASK stack guard page was hit`. Causes "
+        "are unbounded recursion, large on-stack arrays, or deep call chains (storage stacks, nested IRQs).",
+        (
+            "`BUG: TASK stack guard page was hit at …` and `stack guard page: 0000` in the dump's log "
+            "(the double-fault report often never reaches the console)",
+            "the stack pointer outside the task's stack",
+            "the same function repeated many times in the trace",
+        ),
+        (
+            "the repeating frames: the recursion's exit condition",
+            "large stack frames in the trace (`objdump -d` prologue sub rsp, or -fstack-usage)",
+            "interrupts stacked on a deep task stack",
+        ),
+    ),
+    Category(
+        "stack-corruption",
+        "the stack-end canary (STACK_END_MAGIC) or a stack-protector canary was overwritten",
+        "Something wrote over the bottom of a task's stack (the STACK_END_MAGIC word checked by the "
+        "scheduler: `corrupted stack end detected inside scheduler`) or over a function's stack "
+        "protector canary (`stack-protector: Kernel stack is corrupted in: FUNC`). The code that wrote "
+        "was running on that stack before the check.",
+        (
+            "the panic message naming the check",
+            "the task's stack-end word != 0x57AC6E9D (checked for every task in the dump)",
+            "`__stack_chk_fail` in the trace for the stack protector",
+        ),
+        (
+            "the function named by the stack protector, or the code that ran on the task before it slept",
+            "on-stack buffers written with an unchecked length (memcpy, sprintf, array index)",
+            "stack depth: a near-overflow can also overwrite the end marker",
+        ),
+    ),
+    Category(
+        "explicit-panic",
+        "code called panic() deliberately",
+        "A kernel or module function decided the system cannot go on and called panic() with a message. "
+        "The caller of panic() is the guilty frame; the message usually says why.",
+        (
+            "`Kernel panic - not syncing: MESSAGE`",
+            "panic() called from the guilty frame on the crashed stack",
+        ),
+        (
+            "the message and the condition in the caller that led to it",
+            "whether the condition is a real fault (hardware, corrupted state) or a policy (a panic_on_* knob)",
+        ),
+    ),
+    Category(
+        "deliberate-crash",
+        "an operator forced the crash (SysRq-c, echo c > /proc/sysrq-trigger)",
+        "Someone or something asked for a crash dump on purpose: SysRq-c from a console, a write to "
+        "/proc/sysrq-trigger, or a watchdog/management agent that does so. The dump is the state of a "
+        "running system, not of a bug at the crashing PC.",
+        (
+            "`sysrq: Trigger a crash` and `Kernel panic - not syncing: sysrq triggered crash`",
+            "sysrq_handle_crash in the trace",
+        ),
+        (
+            "why it was triggered: a hang being investigated? then look at the other tasks, not the crashing one",
+            "blocked tasks (state D), lock owners, and what each CPU was running",
+        ),
+    ),
+    Category(
+        "soft-lockup",
+        "a CPU ran kernel code for too long without scheduling (watchdog: soft lockup)",
+        "The soft-lockup watchdog noticed that a CPU had not scheduled for longer than 2 x "
+        "watchdog_thresh seconds: kernel code looping with preemption disabled, or spinning on a lock. "
+        "softlockup_panic=1 turned it into a panic. The suspect is the code the watchdog interrupt "
+        "interrupted, not the watchdog.",
+        (
+            "`watchdog: BUG: soft lockup - CPU#N stuck for Ns! [comm:pid]`",
+            "the interrupted frame under the watchdog's timer interrupt on that CPU",
+            "softlockup_panic set in the dump",
+        ),
+        (
+            "the loop in the guilty function: its exit condition, and whether it should call cond_resched()",
+            "a spinlock being waited for: who holds it (the other CPUs' stacks)",
+        ),
+    ),
+    Category(
+        "hard-lockup",
+        "a CPU stopped taking interrupts for too long (NMI watchdog: hard lockup)",
+        "The NMI watchdog noticed a CPU that had not serviced its timer interrupt: code looping with "
+        "interrupts disabled, usually spinning on a lock taken with spin_lock_irqsave.",
+        (
+            "`watchdog: Watchdog detected hard LOCKUP on cpu N` and the NMI backtrace",
+            "the interrupted frame under the NMI on that CPU",
+        ),
+        (
+            "the lock or loop with interrupts off; the owner of the lock on another CPU",
+            "lock ordering between interrupt and process context (a deadlock on one CPU)",
+        ),
+    ),
+    Category(
+        "hung-task",
+        "a task stayed in uninterruptible sleep (D) too long (hung_task_panic)",
+        "khungtaskd found a task blocked in state D for longer than hung_task_timeout_secs, and "
+        "hung_task_panic turned that into a panic. The suspect is what the task is waiting for, found "
+        "from its own stack below the scheduler, wait and lock primitives.",
+        (
+            "`INFO: task COMM:PID blocked for more than N seconds.`",
+            "the blocked task's stack: the wait or lock it sleeps in, and the caller",
+        ),
+        (
+            "who should have woken it: the owner of the mutex/semaphore, the completion's signaller, the I/O",
+            "other blocked tasks: a deadlock shows as a cycle of owners",
+        ),
+    ),
+    Category(
+        "rcu-stall",
+        "RCU detected a CPU or task that did not pass a quiescent state in time",
+        "A grace period could not end because a CPU stayed in an RCU read-side critical section, or "
+        "with preemption/interrupts off, for too long. Often the same root cause as a soft lockup.",
+        (
+            "`rcu: INFO: rcu_sched detected stalls on CPUs/tasks`",
+            "the stalled CPU's interrupted frame",
+        ),
+        (
+            "the loop or wait on the stalled CPU; long rcu_read_lock() sections",
+        ),
+    ),
+    Category(
+        "out-of-memory",
+        "panic on out-of-memory (panic_on_oom, or no killable process)",
+        "Memory ran out and the system was configured to panic rather than kill a process (vm.panic_on_oom), "
+        "or the OOM killer found nothing to kill.",
+        (
+            "the OOM report in the log (`invoked oom-killer`, the memory summary and task list)",
+            "`Kernel panic - not syncing: Out of memory` / `System is deadlocked on memory`",
+        ),
+        (
+            "the biggest consumers in the OOM report; slab usage (a kernel memory leak?)",
+            "the allocation that failed: order, GFP flags, the caller",
+        ),
+    ),
+    Category(
+        "memory-corruption",
+        "list or slab corruption, use-after-free patterns",
+        "A debug check found a data structure in an impossible state: a list entry whose neighbours do "
+        "not point back (`list_add corruption`, `list_del corruption`), slab redzones or poison overwritten, "
+        "a double free. The check fires after the damage; the writer is elsewhere.",
+        (
+            "`list_add corruption` / `list_del corruption` / slab `Redzone overwritten` / `Poison overwritten`",
+            "poison values in registers or in the object",
+        ),
+        (
+            "the object's type and who else uses it; its last free (slub_debug=U keeps alloc/free traces)",
+            "KASAN on a reproducer, to catch the first bad access rather than the later check",
+        ),
+    ),
+    Category(
+        "invalid-opcode",
+        "invalid opcode in kernel mode that is not a BUG()",
+        "The CPU could not decode the instruction at the PC: a jump into data or the middle of an "
+        "instruction, corrupted text, or an instruction the CPU does not support.",
+        (
+            "`invalid opcode: 0000` without a `kernel BUG at` line",
+            "the bytes at the PC, decoded",
+        ),
+        (
+            "how control got there: a bad function pointer, a corrupted return address",
+            "CPU features the code assumed (an instruction built for a newer CPU)",
+        ),
+    ),
+    Category(
+        "divide-error",
+        "integer division by zero (or overflow) in kernel mode",
+        "A div/idiv instruction in kernel code had a zero divisor, or a quotient that does not fit.",
+        (
+            "`divide error: 0000`",
+            "the div instruction at the PC and its divisor register = 0",
+        ),
+        (
+            "where the divisor came from: an unvalidated value, a rate or size that can be zero",
+        ),
+    ),
+    Category(
+        "hardware-error",
+        "machine check or similar hardware-reported error",
+        "The CPU or platform reported an uncorrectable hardware error (machine check): memory, cache, "
+        "bus or CPU. The software in the trace is usually a bystander.",
+        (
+            "`Machine check events logged`, MCE records, `Kernel panic - not syncing: Fatal machine check`",
+        ),
+        (
+            "the MCE bank and address: which DIMM or CPU; the platform's error logs (BMC, EDAC)",
+            "whether the same host fails repeatedly: replace hardware before debugging software",
+        ),
+    ),
+    Category(
+        "unknown",
+        "not enough evidence for a verdict",
+        "kpostmortem could not decide what kind of failure this is. The report says what it could not see: "
+        "analyzers that failed, memory excluded from the dump, missing debug info.",
+        (
+            "the report's `missing` list and analyzer outcomes",
+        ),
+        (
+            "missing debug info: pass --vmlinux and --debuginfo (the -dbg package of the exact kernel)",
+            "a dump filtered too hard (makedumpfile -d 31 drops pages some analyzers need) or truncated",
+            f"{_SHELL}: read the log (`dmesg`) and the crashed task's stack yourself",
+        ),
+    ),
+)}
+
+
+# Other names people (and the kernel's log) use for a category: log record kinds, short forms.
+ALIASES = {
+    "null": "null-pointer-dereference", "null-deref": "null-pointer-dereference",
+    "page-fault": "bad-page-fault", "gpf": "general-protection-fault", "gp": "general-protection-fault",
+    "bug": "bug-assertion", "bug-on": "bug-assertion", "warn": "warning-escalated", "warning": "warning-escalated",
+    "double-fault": "stack-overflow", "stack-guard": "stack-overflow", "stack-protector": "stack-corruption",
+    "panic": "explicit-panic", "sysrq": "deliberate-crash", "oom": "out-of-memory",
+    "list-corruption": "memory-corruption", "use-after-free": "memory-corruption", "uaf": "memory-corruption",
+    "ud2": "invalid-opcode", "mce": "hardware-error", "machine-check": "hardware-error",
+}
+
+
+def lookup(code: str) -> Category | None:
+    """The category with this code or alias (case, spaces and underscores ignored)."""
+    key = code.strip().lower().replace("_", "-").replace(" ", "-")
+    return CATEGORIES.get(ALIASES.get(key, key))
+
+
+def suggest(code: str) -> list[str]:
+    """Codes that look like ``code`` (for a typo), best first."""
+    code = code.strip().lower()
+    hits = [c for c in CATEGORIES if code and code in c]
+    return hits or difflib.get_close_matches(code, list(CATEGORIES), n=3, cutoff=0.5)
