@@ -10,7 +10,10 @@ from collections.abc import Sequence
 
 from ..report import Frame
 
-__all__ = ["base_name", "choose_guilty", "PLUMBING", "INTERRUPT_PLUMBING", "SCHEDULER", "HELPERS"]
+__all__ = [
+    "base_name", "choose_guilty", "is_helper", "is_plumbing", "PLUMBING", "PLUMBING_PREFIXES", "INTERRUPT_PLUMBING",
+    "SCHEDULER", "SCHEDULER_PREFIXES", "HELPERS", "HELPER_PREFIXES", "ALLOCATOR_PREFIXES",
+]
 
 _SUFFIX = re.compile(r"(\.(cold|constprop|isra|part|llvm|lto_priv|localalias|specialized)(\.\d+)?)+$")
 
@@ -32,8 +35,14 @@ PLUMBING = frozenset({
     "spurious_kernel_fault", "fixup_exception", "check_panic_on_warn", "__warn", "warn_slowpath_fmt",
     "dump_stack", "dump_stack_lvl", "show_stack", "show_regs", "handle_stack_overflow",
     "__stack_chk_fail", "die_body", "__report_bug", "report_bug_entry", "__warn_printk",
+    # Hardening checks that report and stop: the code that called the checked copy is the suspect.
+    "fortify_panic", "__fortify_panic", "fortify_report", "__fortify_report", "usercopy_abort",
+    "__check_object_size", "check_heap_object", "__check_heap_object", "refcount_warn_saturate",
 })
-PLUMBING_PREFIXES = ("exc_", "asm_exc_", "__exc_")
+# Exception entry, and the sanitizers' reporting (KASAN, KMSAN, KCSAN, UBSAN, KFENCE): the
+# instrumented access is in the caller.
+PLUMBING_PREFIXES = ("exc_", "asm_exc_", "__exc_", "kasan_", "__kasan_", "__asan_", "kmsan_", "__msan_",
+                     "kcsan_", "__tsan_", "ubsan_", "__ubsan_handle_", "kfence_")
 
 # Interrupt entry and the watchdogs that fire from it: the suspect is what they interrupted.
 INTERRUPT_PLUMBING = frozenset({
@@ -65,13 +74,22 @@ SCHEDULER = frozenset({
 
 SCHEDULER_PREFIXES = ("schedule_", "__schedule", "msleep", "usleep", "ssleep", "wait_for_", "__wait_",
                       "mutex_lock", "__mutex_lock", "down_", "rwsem_", "_raw_spin_lock", "do_nanosleep",
-                      "hrtimer_nanosleep", "io_schedule", "preempt_schedule", "__cond_resched")
+                      "hrtimer_nanosleep", "io_schedule", "preempt_schedule", "__cond_resched",
+                      "_raw_read_lock", "_raw_write_lock", "queued_read_lock", "queued_write_lock",
+                      "do_raw_spin_lock", "rt_mutex", "__rt_mutex", "rwbase_", "percpu_down", "percpu_rwsem",
+                      "bit_wait", "out_of_line_wait_on_bit", "folio_wait_bit", "wait_on_page_bit", "__folio_lock",
+                      "__lock_page")
 
 # Generic helpers: a fault inside them is usually the caller's bug (for the title).
 HELPERS = frozenset({
     "memcpy", "memset", "memmove", "memcmp", "__memcpy", "__memset", "__memmove", "memcpy_orig",
     "memcpy_erms", "memset_erms", "memset_orig", "strcpy", "strncpy", "strlen", "strnlen",
     "strcmp", "strncmp", "strscpy", "strcat", "sprintf", "snprintf", "vsnprintf",
+    "strscpy_pad", "strchr", "strrchr", "strstr", "strsep", "memchr", "memscan", "kstrdup", "kstrndup",
+    "kmemdup", "fortify_memcpy_chk", "strncpy_from_user", "_copy_from_user", "_copy_to_user",
+    "copy_from_user", "copy_to_user", "__list_add", "__list_del", "__list_del_entry", "list_add_tail",
+    "list_del_init", "list_move", "list_move_tail", "hlist_del", "__hlist_del", "hlist_add_head",
+    "kfree_sensitive",
     "copy_user_generic_string", "copy_user_enhanced_fast_string", "rep_movs_alternative",
     "__list_add_valid", "__list_del_entry_valid", "__list_add_valid_or_report",
     "__list_del_entry_valid_or_report", "list_del", "list_add",
@@ -92,9 +110,13 @@ ALLOCATOR_PREFIXES = (
 )
 
 
+# Inline atomic and refcount helpers: a NULL or freed object faults in them, not in its user.
+HELPER_PREFIXES = ("refcount_", "__refcount_", "atomic_", "atomic64_", "arch_atomic", "raw_atomic")
+
+
 def is_helper(name: str) -> bool:
     """Generic helpers and allocator internals: the caller is the suspect."""
-    return name in HELPERS or name.startswith(ALLOCATOR_PREFIXES)
+    return name in HELPERS or name.startswith(ALLOCATOR_PREFIXES) or name.startswith(HELPER_PREFIXES)
 
 
 def is_plumbing(name: str) -> bool:

@@ -6,6 +6,8 @@ import hashlib
 import re
 from collections.abc import Sequence
 
+from .frames import base_name
+
 _TITLE = {
     "null-pointer-dereference": "BUG: kernel NULL pointer dereference in {f}",
     "bad-page-fault": "BUG: unable to handle kernel paging request in {f}",
@@ -31,6 +33,7 @@ _TITLE = {
 }
 
 _ADDR = re.compile(r"\b(0x)?[0-9a-f]{8,16}\b", re.I)
+_FRAME_DECORATION = re.compile(r"\s*\[[^\]]*\]\s*$")
 _NUM = re.compile(r"\b\d+\b")
 
 
@@ -56,11 +59,29 @@ def make_title(category: str, function: str | None, module: str | None, message:
     return title
 
 
+def signature_name(frame: str | None) -> str | None:
+    """A frame as the signature sees it: ``? foo.cold+0x28/0x30 [mod]`` → ``foo``.
+
+    Offsets move with every build, gcc's clones (.cold, .constprop.N, .isra.N) with every
+    compiler, and ``?`` marks only the unwinder's confidence.
+    """
+    if frame is None:
+        return None
+    name = _FRAME_DECORATION.sub("", frame.strip().removeprefix("? ")).split("+", 1)[0].strip()
+    return base_name(name) or None
+
+
 def make_signature(category: str, function: str | None, module: str | None,
                    context_frames: Sequence[str]) -> str:
-    """A 12-hex-digit hash of category, guilty function, module and the next few frames.
+    """A 12-hex-digit hash of category, guilty function, module and the next three distinct frames.
 
-    Uses names only — no addresses, offsets, pids or times — so KASLR and reboots don't change it.
+    Uses names only — no addresses, offsets, pids or times — so KASLR and reboots don't change it;
+    frames are normalised by ``signature_name`` and repeated ones (recursion) count once.
     """
-    key = "|".join([category, function or "", module or "", *context_frames[:3]])
+    context: list[str] = []
+    for frame in context_frames:
+        name = signature_name(frame)
+        if name and name not in context:
+            context.append(name)
+    key = "|".join([category, signature_name(function) or "", module or "", *context[:3]])
     return hashlib.sha256(key.encode()).hexdigest()[:12]
