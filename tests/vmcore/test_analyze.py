@@ -55,3 +55,19 @@ def test_same_crash_normalises_to_the_same_report(other):
     for r in (a, b):
         r.pop("dump")  # format, dump level and compression differ by design
     assert a == b
+
+
+def test_debug_info_found_by_release_under_a_debuginfo_root():
+    """No --vmlinux: the -dbg package's tree (usr/lib/debug/boot/vmlinux-REL, …/lib/modules/REL)
+    given as one --debuginfo root is searched like a distribution's /usr/lib/debug."""
+    from kpostmortem.pipeline import analyze
+
+    from .corpus import dump_dir, dump_meta
+
+    meta = dump_meta("null-write")
+    root = meta["vmlinux"].split("/usr/lib/debug/")[0]
+    module_dir = [d for d in meta["debuginfo"] if "/usr/lib/debug/" not in d]
+    report = analyze(str(dump_dir("null-write") / "vmcore"), None, [root, *module_dir], command=[]).to_dict()
+    assert report["debug_info"]["vmlinux"] == meta["vmlinux"]
+    assert report["verdict"]["function"] == "crashpoc_null_write"
+    assert report["debug_info"]["vmlinux_build_id"] == report["dump"]["build_id"]
