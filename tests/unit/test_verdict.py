@@ -290,3 +290,46 @@ def test_untrustworthy_trace_brings_the_stack_scan_as_a_labelled_guess():
     guess = [e for e in doubtful.evidence if e.text.startswith("GUESS")]
     assert guess and "f ← g ← h" in guess[0].text
     assert not any(e.text.startswith("GUESS") for e in trusted.evidence)
+
+
+def test_hung_task_suspect_is_where_the_blocked_task_waits():
+    records = [rec("hung-task", "INFO: task sh:120 blocked for more than 2 seconds.", index=0, pid=120),
+               rec("panic", "Kernel panic - not syncing: hung_task: blocked tasks", index=1, pid=30,
+                   panic_message="hung_task: blocked tasks", escalates=0)]
+    khungtaskd = [F(0, "panic"), F(1, "watchdog"), F(2, "kthread")]
+    blocked = {"tasks": [{"pid": 120, "comm": "sh", "blocked_seconds": 3.0, "frames": [
+        {"index": i, "function": n, "module": m} for i, (n, m) in enumerate(
+            [("__schedule", None), ("schedule", None), ("schedule_timeout", None),
+             ("wait_for_completion", None), ("drv_wait_for_fw", "drv"), ("drv_probe", "drv")])]}]}
+    v = decide(report(records, khungtaskd, how="watchdog", blocked_tasks=blocked))
+    assert (v.category, v.function, v.module) == ("hung-task", "drv_wait_for_fw", "drv")
+    assert v.title == "INFO: task hung in drv_wait_for_fw [drv]"
+
+
+def test_list_debug_bug_is_memory_corruption_blaming_the_caller():
+    records = [rec("list-corruption", "list_add corruption. next->prev should be prev (ADDR), but was ADDR",
+                   index=0, rip={"function": "__list_add_valid", "module": None}, bug_file="lib/list_debug.c")]
+    frames = [F(0, "__list_add_valid", interrupted=True), F(1, "drv_queue", "drv"), F(2, "drv_write", "drv")]
+    v = decide(report(records, frames))
+    assert (v.category, v.function) == ("memory-corruption", "drv_queue")
+    assert v.title.startswith("list corruption in drv_queue")
+
+
+def test_slab_free_poison_in_the_bad_pointer_is_use_after_free():
+    records = [rec("gpf", "general protection fault, probably for non-canonical address 0x6b6b6b6b6b6b6b83",
+                   rip={"function": "drv_use", "module": "drv"})]
+    fault = {"poison": "slab free poison (use-after-free)", "bad_register": "rax", "registers": {"rax": 0},
+             "address_class": {"kind": "poison", "description": "poison"}, "suspects": []}
+    v = decide(report(records, [F(0, "drv_use", "drv", interrupted=True)], fault=fault))
+    assert (v.category, v.function) == ("memory-corruption", "drv_use")
+    assert v.title == "BUG: use-after-free in drv_use [drv]"
+
+
+def test_oom_panic_blames_the_allocating_caller_not_the_allocator():
+    records = [rec("oom", "sh invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=3", index=0),
+               rec("panic", "Kernel panic - not syncing: Out of memory: system-wide panic_on_oom is enabled",
+                   index=1, panic_message="Out of memory: system-wide panic_on_oom is enabled", escalates=0)]
+    frames = [F(0, "panic"), F(1, "out_of_memory"), F(2, "__alloc_pages_slowpath.constprop.0"),
+              F(3, "__alloc_pages"), F(4, "drv_hog", "drv")]
+    v = decide(report(records, frames, how="oom"))
+    assert (v.category, v.function) == ("out-of-memory", "drv_hog")
