@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .common import frame_lines, hexa, insn_lines, size_text
+from .text import stack_check_lines
 
 TRACE_LINES = 24
 """Frames shown in the ticket's trace (after collapsing recursion)."""
@@ -45,6 +46,7 @@ def render_markdown(report: dict[str, Any], max_bytes: int | None = None, **_opt
         _Section("summary", _summary(report), 6),
         _Section("fault", _fault(report), 4),
         _Section("trace", _trace(report), 5),
+        _Section("stack checks", _stack_checks(report), 2),
         _Section("modules", _modules(report), 3),
         _Section("log excerpt", _log_excerpt(report), 1),
         _Section("analyzers", _analyzers(report), 2),
@@ -212,6 +214,12 @@ def _trace(report: dict[str, Any]) -> list[str]:
         lines.append(f"  … {hidden} more frames (full trace in --format json)")
     head = f"### Call trace (pid {t.get('pid')} `{t.get('comm')}`, CPU {t.get('cpu')})"
     return [head, "", "```", *lines, "```"]
+
+
+def _stack_checks(report: dict[str, Any]) -> list[str]:
+    """The text report's STACK CHECKS lines, unwrapped, in a code block."""
+    lines = stack_check_lines(report, width=None)
+    return ["### Stack checks", "", "```", *lines, "```"] if lines else []
 
 
 def _modules(report: dict[str, Any]) -> list[str]:

@@ -173,9 +173,10 @@ def _hex_or_q(value: int | None) -> str:
     return "?" if value is None else f"0x{value:x}"
 
 
-def stack_check_lines(report: dict[str, Any]) -> list[str]:
-    """The STACK CHECKS section as plain lines (the first is the headline), wrapped at WIDTH;
-    empty when the report has no stack checks. The Markdown renderer shows the same lines."""
+def stack_check_lines(report: dict[str, Any], width: int | None = WIDTH) -> list[str]:
+    """The STACK CHECKS section as plain lines (the first is the headline), wrapped at ``width``
+    (None: not wrapped); empty when the report has no stack checks. The Markdown renderer shows
+    the same lines."""
     sc = report.get("stack_checks") or {}
     if not sc:
         return []
@@ -242,8 +243,10 @@ def stack_check_lines(report: dict[str, Any]) -> list[str]:
         n = (sc.get("canaries_unreadable") or 0) + (sc.get("tasks_unreachable") or 0)
         lines.append(f"? tasks not read, e.g. {errors[0]}" + (f" (+{n - 1} more)" if n > 1 else ""))
     lines.extend(f"? could not check {p}" for p in sc.get("problems") or [])
+    if width is None:
+        return [lines[0], *(f"  {line}" for line in lines[1:])]
     wrapped = [lines[0]]
     for line in lines[1:]:
-        wrapped += textwrap.wrap(line, WIDTH, initial_indent="  ", subsequent_indent="      ",
+        wrapped += textwrap.wrap(line, width, initial_indent="  ", subsequent_indent="      ",
                                  break_on_hyphens=False) or [""]
     return wrapped
