@@ -7,6 +7,7 @@ Exit codes: 0 verdict, 1 no confident verdict, 2 usage error, 3 dump error,
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -185,6 +186,79 @@ def shell(vmcore: str, vmlinux: str | None, debuginfo: tuple[str, ...]) -> None:
         _fail(f"internal error: {type(e).__name__}: {e} (please report with the command line)", ExitCode.INTERNAL)
         return
     run_shell(session)
+
+
+BATCH_HELP = """\b
+Output: one JSON line per dump as it completes ("kind": "dump": path, ok, exit_code,
+signature, category, title, crash_time… or error), then one "kind": "summary" line that
+groups the dumps by signature (count, first/last seen, an example each).
+\b
+Debug info per dump: meta.json (or VMCORE.meta.json) beside the dump with keys
+vmlinux and debuginfo, else --vmlinux/--debuginfo, else auto-discovery.
+\b
+Exit code: the worst of the dumps' own codes (0 verdict, 1 no confident verdict,
+3 dump error, 4 debug-info error, 5 internal); 2 for a usage error (no dump found,
+Dask not installed, scheduler unreachable).
+"""
+
+
+@main.command(epilog=BATCH_HELP)
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@with_debug_options
+@click.option(
+    "-j", "--jobs", type=click.IntRange(min=1), default=lambda: os.cpu_count() or 1,
+    show_default="number of CPUs", help="Parallel analysing processes.",
+)
+@click.option("--format", "fmt", type=click.Choice(["json", "text"]), default="json", show_default=True)
+@click.option(
+    "--scheduler", metavar="ADDRESS",
+    help="Run the analyses on the Dask distributed scheduler at ADDRESS (tcp://host:port) instead of local "
+    "processes; workers need kpostmortem and the same paths. Needs the 'fleet' extra.",
+)
+@click.option("--redact", is_flag=True, help="Redact each report (host names, addresses, secrets) before use.")
+@click.option("--redact-comm", is_flag=True, help="With --redact, also redact the names of user processes.")
+def batch(
+    paths: tuple[str, ...],
+    vmlinux: str | None,
+    debuginfo: tuple[str, ...],
+    jobs: int,
+    fmt: str,
+    scheduler: str | None,
+    redact: bool,
+    redact_comm: bool,
+) -> None:
+    """Analyse many dumps (DIR searched recursively, or FILES) in parallel and group them by signature."""
+    import json
+
+    from .batch import FleetError, batch_exit_code, find_dumps, run_batch, text_line, text_summary
+
+    if redact_comm and not redact:
+        raise click.UsageError("--redact-comm goes with --redact")
+    found = find_dumps(paths, vmlinux, debuginfo, redact=redact, redact_comm=redact_comm)
+    if not found:
+        _fail(f"no crash dump found in {' '.join(paths)}", ExitCode.USAGE)
+        return
+    total = len(found)
+    progress = sys.stderr.isatty()
+    done = 0
+
+    def emit(rec: dict) -> None:
+        nonlocal done
+        done += 1
+        click.echo(json.dumps(rec) if fmt == "json" else text_line(rec))
+        if progress:
+            click.echo(f"… {done}/{total}", err=True)
+
+    try:
+        records, summary = run_batch(found, jobs, scheduler, emit)
+    except FleetError as e:
+        _fail(str(e), ExitCode.USAGE)
+        return
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+        return
+    click.echo(json.dumps(summary) if fmt == "json" else text_summary(summary))
+    sys.exit(batch_exit_code(records))
 
 
 @main.command()
