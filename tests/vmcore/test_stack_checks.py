@@ -10,21 +10,29 @@ from __future__ import annotations
 
 import time
 
+import drgn
 import pytest
 from drgn.helpers.linux.pid import find_task
 from drgn.helpers.linux.stack import kernel_stack_trace
 
+from kpostmortem.analyzers import stackcheck
+from kpostmortem.context import Context
+from kpostmortem.dump import open_dump
 from kpostmortem.helpers.stack import (
     STACK_END_MAGIC,
+    end_of_stack,
     recursion_in,
     scan_stack_for_text,
     stack_bounds,
     stack_end_canaries,
     stack_end_canary,
+    stack_not_used,
     stack_range_of,
     stack_usage,
     trace_reliability,
 )
+from kpostmortem.report import Report
+from kpostmortem.verdict import decide
 
 from . import corpus
 from .analysis import report_of
@@ -106,6 +114,10 @@ def test_session_helpers_on_a_plain_drgn_program():
 
     canary = stack_end_canary(task)
     assert canary.intact and canary.value == STACK_END_MAGIC and canary.address == stack_bounds(task).start
+    end = end_of_stack(task)
+    assert end.type_.type_name() == "unsigned long *" and end.value_() == canary.address
+    assert end[0].value_() == STACK_END_MAGIC
+    assert stack_not_used(task) == canary.stack_not_used and 8 < canary.stack_not_used < PAGE
     bounds = stack_bounds(task)
     assert bounds.has_guard_page and bounds.size == 16384
     first_sp = trace[0].sp
@@ -126,6 +138,45 @@ def test_session_helpers_on_a_plain_drgn_program():
     victim = find_task(corpus.open_program("stack-canary"), report_of("stack-canary")["crashed_task"]["pid"])
     state = stack_end_canary(victim)
     assert state.intact is False and state.cause == "stray write" and "OVERWRITTEN" in str(state)
+
+
+def _forged_trace(prog, ip: int, sp: int):
+    """A trace unwound from made-up registers: what an unwinder misled by a bad stack gives."""
+    return prog.stack_trace(drgn.Object(prog, "struct pt_regs", value={"ip": ip, "sp": sp, "bp": 0}))
+
+
+def test_trace_from_bad_registers_is_flagged():
+    prog = corpus.open_program("null-write")
+    task = prog.crashed_thread().object
+    bounds = stack_bounds(task)
+    data_pc = _forged_trace(prog, int(prog["jiffies"].address_), bounds.start + 0x2000)
+    r = trace_reliability(task, data_pc)
+    assert not r.trustworthy
+    assert any("outside kernel text" in p for p in r.problems)
+    assert any("stopped early" in p for p in r.problems)
+    off_stack = _forged_trace(prog, prog.symbol("vfs_write").address + 0x10, 0xFFFF888000000000)
+    assert any("outside every stack" in p for p in trace_reliability(task, off_stack).problems)
+
+
+def test_untrustworthy_trace_gets_the_scan_in_the_report_and_the_verdict():
+    """The analyzer on a Context whose trace was unwound from bad registers."""
+    meta = corpus.dump_meta("null-write")
+    dump = open_dump(meta["path"], meta["vmlinux"], meta["debuginfo"])
+    ctx = Context(dump)
+    task = ctx.panic_task
+    ctx.__dict__["trace"] = _forged_trace(dump.prog, int(dump.prog["jiffies"].address_),
+                                          stack_bounds(task).start + 0x2000)
+    report = Report()
+    stackcheck.run(ctx, report)
+    sc = report.stack_checks
+    assert sc["trace_trustworthy"] is False and sc["trace_problems"]
+    assert sc["scan"]["guess"] is True and "guess" in sc["scan"]["label"]
+    assert sc["scan"]["functions"] and all(e["after_call"] is not None for e in sc["scan"]["entries"])
+    assert sc["canaries_damaged"] == [] and sc["canaries_checked"] > 0  # the rest still checked
+    v = decide(report)
+    guess = [e for e in v.evidence if e.text.startswith("GUESS")]
+    assert guess and "bt -t" in guess[0].source
+    assert any(not e.agrees and "may be wrong" in e.text for e in v.evidence)
 
 
 def test_every_task_canary_sweep_is_fast():

@@ -35,6 +35,10 @@ from ..report import Report
 _READ_ERRORS = (drgn.FaultError, LookupError, ValueError, OverflowError)
 
 
+# Functions kept per used exception stack, outermost first.
+_EXCEPTION_FUNCTIONS = 8
+
+
 def _part(sc: dict[str, Any], what: str, fn: Callable[[], Any]) -> Any:
     try:
         return fn()
@@ -76,9 +80,10 @@ def _cpu_stacks_used(ctx: Context, ranges: list[StackRange], sc: dict[str, Any])
         scan = text_addresses_in(ctx.prog, r.start, r.end)
         functions = scan.functions()
         if functions:
-            # Outermost first reads as the order things happened: the exception entry first.
+            # Outermost first reads as the order things happened: the exception entry first. The
+            # innermost words are mostly stale (printk's helpers from the oops): keep the head.
             used.append({"name": r.name, "cpu": r.cpu, "stack": r.description, "start": r.start,
-                         "end": r.end, "functions": functions[::-1]})
+                         "end": r.end, "functions": functions[::-1][:_EXCEPTION_FUNCTIONS]})
     sc["exception_stacks_used"] = used
     sc["double_fault"] = next((u for u in used if u["name"] == "DF"), None)
 
