@@ -170,7 +170,8 @@ def analyze_one(job: Job) -> dict[str, Any]:
             confidence=v["confidence"],
             crash_time=_iso(s.get("crash_time")),
             release=(report.get("dump") or {}).get("release"),
-            host=s.get("hostname"),
+            # Redacted: every dump's host would read <host-1>, which counts nothing; say nothing.
+            host=None if job.redact else s.get("hostname"),
         )
     record["seconds"] = round(time.perf_counter() - t0, 3)
     return record
@@ -271,7 +272,8 @@ def summarize(records: Sequence[dict[str, Any]], seconds: float, jobs: int | Non
         if rec.get("host"):
             g["_hosts"].add(rec["host"])
     for g in groups.values():
-        g["hosts"] = len(g.pop("_hosts"))
+        hosts = g.pop("_hosts")
+        g["hosts"] = len(hosts) if hosts else None
     ordered = sorted(groups.values(), key=lambda g: (-g["count"], g["first_seen"] or "", g["signature"]))
     ok = sum(1 for r in records if r["ok"])
     return {

@@ -111,7 +111,8 @@ def test_text_format_and_redaction():
     assert rc == 0
     assert "SUMMARY  1 dumps" in out and "crashpoc_null_write" in out
     rc, lines, out = _batch("--jobs", "1", "--redact", meta["path"])
-    assert lines[0]["host"] == "<host-1>"
+    assert lines[0]["host"] is None and lines[1]["groups"][0]["hosts"] is None
+    assert "pay-db-07" not in out
 
 
 def test_options_give_debug_info_to_dumps_without_a_sidecar(tmp_path):
