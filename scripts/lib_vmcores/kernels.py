@@ -7,6 +7,8 @@ run time from the metapackage, because old versions leave the archive.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import lzma
@@ -254,9 +256,22 @@ def prepare(series: str, cache: Path, src_dir: Path) -> Kernel:
     with _series_locks[series]:
         if series in _prepared:
             return _prepared[series]
-        k = _prepare(series, cache, src_dir)
+        # other make-vmcores runs may share the cache: one prepares at a time
+        with _flock(cache / "kernels" / f".{series}.lock"):
+            k = _prepare(series, cache, src_dir)
         _prepared[series] = k
         return k
+
+
+@contextlib.contextmanager
+def _flock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _prepare(series: str, cache: Path, src_dir: Path) -> Kernel:
@@ -299,17 +314,21 @@ def _prepare(series: str, cache: Path, src_dir: Path) -> Kernel:
 
     def unpack_dbg() -> None:
         try:
-            for f in dbg:
-                if not (stamps / f.name).exists():
-                    log(f"[{series}] unpacking {f.name} (background)")
-                    run(["dpkg-deb", "-x", str(f), str(root)])
-                    (stamps / f.name).touch()
-            if not k.vmlinux.exists():
-                k.dbg_error = f"{k.vmlinux} missing after unpacking the -dbg package"
+            with _flock(root.parent / f".{series}.dbg.lock"):
+                _unpack_dbg()
         except Exception as e:  # noqa: BLE001 - reported by wait_dbg()
             k.dbg_error = str(e)
         finally:
             k.dbg_done.set()
+
+    def _unpack_dbg() -> None:
+        for f in dbg:
+            if not (stamps / f.name).exists():
+                log(f"[{series}] unpacking {f.name} (background)")
+                run(["dpkg-deb", "-x", str(f), str(root)])
+                (stamps / f.name).touch()
+        if not k.vmlinux.exists():
+            raise KernelError(f"{k.vmlinux} missing after unpacking the -dbg package")
 
     threading.Thread(target=unpack_dbg, daemon=True).start()
 

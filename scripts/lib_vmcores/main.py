@@ -151,7 +151,7 @@ def _build_one(sc: dict, cache: Path) -> dict:
             "seconds": round(seconds, 1),
             "bytes": (out / "vmcore").stat().st_size,
             "makedumpfile_version": guest.makedumpfile_version(),
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "inputs": inputs_hash(sc, k.crashpoc_hash),
             "crashpoc_sha256": kernels.file_sha256(k.crashpoc_ko),
             "console_missing": missing,
