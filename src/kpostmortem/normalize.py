@@ -53,9 +53,35 @@ def _walk(value: Any) -> Any:
     return value
 
 
+_NUMBER = re.compile(r"\b\d+\b")
+
+
+def _stack_checks(sc: dict[str, Any]) -> dict[str, Any]:
+    """What stack forensics concluded, without the per-boot sizes (stack offsets are randomised)."""
+    if not sc:
+        return {}
+    return {
+        "canaries_damaged": [{"comm": c.get("comm"), "cause": c.get("cause")} for c in sc.get("canaries_damaged", [])],
+        "crashed_task_canary_damaged": sc.get("crashed_task_canary_damaged"),
+        "guard_page_hit": (sc.get("guard_page_hit") or {}).get("function"),
+        "recursion": [r.get("functions") for r in sc.get("recursion") or []],
+        "double_fault": (sc.get("double_fault") or {}).get("name"),
+        "stack_protector": (sc.get("stack_protector") or {}).get("function") if sc.get("stack_protector") else None,
+        "trace_trustworthy": sc.get("trace_trustworthy"),
+    }
+
+
 def normalized_report(report: dict[str, Any]) -> dict[str, Any]:
     """The boot-independent subset of a report dict, in the report's own shape."""
     out = _walk(report)
+    out["stack_checks"] = _stack_checks(report.get("stack_checks") or {})
+    # Which kworkers happen to sleep in D state at crash time is a matter of timing.
+    out.pop("blocked_tasks", None)
+    # Evidence keeps its claims; sizes, counts and offsets in its wording may vary per boot.
+    out["verdict"]["evidence"] = [
+        {"kind": e.get("kind"), "agrees": e.get("agrees"), "text": _NUMBER.sub("N", mask(e.get("text")) or "")}
+        for e in (report.get("verdict") or {}).get("evidence", [])
+    ]
     debug = report.get("debug_info") or {}
     out["debug_info"] = {"degraded": debug.get("degraded"), "modules": sorted(debug.get("modules", {}))}
     out["tool"] = {"name": (report.get("tool") or {}).get("name")}

@@ -19,21 +19,33 @@ from ..session import (
     print_stack_checks,
     print_verdict,
 )
-from .fault import FaultExplanation, Suspect, exception_frame_index, explain_fault
+from . import stack as _stack
+from .fault import (
+    FaultExplanation,
+    Suspect,
+    bug_entry_at,
+    exception_frame_index,
+    explain_fault,
+    explain_fault_at,
+    kernel_mapping,
+    vmap_context,
+)
 from .modules import loaded_modules, module_facts, module_of_address
-from .stack import STACK_END_MAGIC, CanaryState, damaged_canaries, stack_end_canary, thread_size
+from .stack import *  # noqa: F403 - the stack helpers' own __all__
 
 __all__ = [
-    "STACK_END_MAGIC",
-    "CanaryState",
+    *_stack.__all__,
     "FaultExplanation",
     "Suspect",
     "crash_analysis",
     "crash_report",
     "crash_verdict",
-    "damaged_canaries",
+    "bug_entry_at",
     "exception_frame_index",
     "explain_fault",
+    "explain_fault_at",
+    "kernel_mapping",
+    "vmap_context",
     "fault_explanation",
     "format_fault_explanation",
     "format_stack_checks",
@@ -45,8 +57,6 @@ __all__ = [
     "print_report",
     "print_stack_checks",
     "print_verdict",
-    "stack_end_canary",
-    "thread_size",
 ]
 
 
@@ -57,7 +67,7 @@ def _display_with_str() -> None:
     except ImportError:  # drgn before 0.0.31: the REPL shows the dataclass repr
         return
     display_str(FaultExplanation)
-    display_str(CanaryState)
+    display_str(_stack.CanaryState)
 
 
 _display_with_str()

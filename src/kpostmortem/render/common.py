@@ -27,7 +27,13 @@ def frame_lines(report: dict[str, Any], limit: int | None = None) -> list[str]:
     lines = []
     seg = None
     shown = frames if limit is None else frames[:limit]
-    for f in shown:
+    runs = _runs(shown, guilty)
+    for i, f in enumerate(shown):
+        if i in runs:
+            n, last = runs[i]
+            lines.append(f"      … {f.get('function')} ×{n} more (frames #{f['index']}–#{last}: recursion) …")
+        if any(start <= i < start + n for start, (n, _last) in runs.items()):
+            continue
         if f.get("pc") is not None and f["pc"] < 1 << 63 and f.get("function") is None:
             lines.append(f"      user space: rip {hexa(f['pc'])}")
             continue
@@ -49,6 +55,28 @@ def frame_lines(report: dict[str, Any], limit: int | None = None) -> list[str]:
     if limit is not None and len(frames) > limit:
         lines.append(f"  … {len(frames) - limit} more frames (full trace in --format json)")
     return lines
+
+
+def _runs(frames: list[dict[str, Any]], guilty: int | None) -> dict[int, tuple[int, int]]:
+    """Runs of one function repeated more than 4 times: {first hidden position: (count, last index)}.
+
+    The first two and the last frame of a run stay visible; the guilty frame is never hidden.
+    """
+    out: dict[int, tuple[int, int]] = {}
+    i = 0
+    while i < len(frames):
+        j = i
+        while j + 1 < len(frames) and frames[j + 1].get("function") == frames[i].get("function"):
+            j += 1
+        if frames[i].get("function") and j - i + 1 > 4:
+            start, end = i + 2, j - 1  # hide start..end
+            hidden_guilty = [k for k in range(start, end + 1) if frames[k].get("index") == guilty]
+            if hidden_guilty:
+                start = hidden_guilty[0] + 1
+            if end >= start:
+                out[start] = (end - start + 1, frames[end]["index"])
+        i = j + 1
+    return out
 
 
 def insn_lines(fault: dict[str, Any]) -> list[str]:

@@ -205,7 +205,9 @@ def _fault_evidence(d: _Decision, report: Report) -> None:
         regtxt = f", {reg} = {_hex(regs.get(reg))}" if reg else ""
         d.add("instruction", f"trapping instruction: {insn}{regtxt}", where)
     ea, fa = fault.get("effective_address"), fault.get("fault_address")
-    if ea is not None and fa is not None:
+    # A stack overflow's #PF faults again pushing its own frame onto the guard page (→ #DF):
+    # CR2 is then that push, not the instruction's operand.
+    if ea is not None and fa is not None and d.category != "stack-overflow":
         if ea == fa:
             d.add("instruction", f"effective address {_hex(ea)} = reported fault address",
                   "operand arithmetic on pt_regs vs CR2", 0.1)
@@ -481,6 +483,7 @@ DEGRADED_PENALTY = 0.15
 FAILED_PENALTY = 0.05
 FAILED_CORE_PENALTY = 0.1  # the log or the crashed stack: what the verdict stands on
 DUMP_PROBLEM_PENALTY = 0.1
+MODULE_DEBUG_PENALTY = 0.05
 
 
 def _what_was_missing(score: float, report: Report) -> tuple[float, list[str]]:
@@ -502,6 +505,11 @@ def _what_was_missing(score: float, report: Report) -> tuple[float, list[str]]:
             continue
         missing.append(f"{o.name}: {o.detail}")
         score -= FAILED_PENALTY + (FAILED_CORE_PENALTY if o.name in ("stack", "log") else 0.0)
+    no_debug = [m for m in report.debug_info.get("modules_missing") or [] if m in {f.module for f in report.frames}]
+    if no_debug and not report.debug_info.get("degraded"):
+        missing.append(f"debug info of module {', '.join(no_debug)}: no source lines or variables in its "
+                       "frames (names from its kallsyms); give its .ko/.ko.debug with --debuginfo DIR")
+        score -= MODULE_DEBUG_PENALTY
     if report.debug_info.get("degraded"):
         score -= DEGRADED_PENALTY
         skipped = [o.name for o in report.outcomes if o.status == "skipped" and "DWARF" in (o.detail or "")]
