@@ -47,7 +47,8 @@ def _explain_from_log(ctx: Context, rec: OopsRecord, report: Report) -> None:
                           fault_address_source="oops message (CR2)", error_code=rec.error_code)
     ex.problems.append(f"explained from the log: oops #{rec.oops_number or 1} in pid {rec.pid}, whose task "
                        "has exited; registers from its register dump, code from the dump")
-    report.fault = ex.to_dict() | {"from_log": True}
+    ex.from_log = True
+    report.fault = ex.to_dict()
 
 
 def run(ctx: Context, report: Report) -> None:
@@ -68,4 +69,4 @@ def run(ctx: Context, report: Report) -> None:
     ex = explain_fault(ctx.prog, ctx.trace, fault_address, source, error_code)
     if ex is None:
         raise Skip("no exception frame on the crashed stack (the crash was a panic() call)")
-    report.fault = ex.to_dict() | {"from_log": False}
+    report.fault = ex.to_dict()

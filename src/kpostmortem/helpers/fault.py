@@ -86,6 +86,8 @@ class FaultExplanation:
     """True when the PC itself is not in kernel text (a call through a bad function pointer)."""
     caller: dict | None = None
     """For an invalid PC: the caller found from the return address on the stack."""
+    from_log: bool = False
+    """True when explained from an earlier oops's log record (RIP, register dump), not a frame."""
     is_ud2: bool = False
     code_source: str | None = None
     """"dump" when the bytes were read from the dump's memory, "debug-file" as fallback."""
