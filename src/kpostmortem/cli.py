@@ -66,7 +66,7 @@ def with_debug_options(f):
 
 
 @main.command(epilog=EXIT_CODES_HELP)
-@click.argument("vmcore", type=click.Path())
+@click.argument("vmcore", type=click.Path(readable=False))  # open_dump says why it cannot read it (exit 3)
 @with_debug_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
 @click.option(

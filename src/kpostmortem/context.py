@@ -53,7 +53,14 @@ class Context:
         """
         if self.dump.debug.degraded:
             return self._degraded_trace()
-        return self.task_trace(self.panic_task)
+        try:
+            return self.task_trace(self.panic_task)
+        except drgn.FaultError:
+            # The crashed task_struct is unreadable (filtered out, corrupted): its CPU's saved
+            # registers still give the stack.
+            if not self.dump.header.prstatus:
+                raise
+            return self._with_module_debug_info(lambda: stack_from_prstatus(self.prog, self.crashed_prstatus, None))
 
     @cached_property
     def crashed_prstatus(self) -> PrStatus:
@@ -65,7 +72,8 @@ class Context:
 
     def _degraded_trace(self) -> LinuxKernelStack:
         state = self.dump.degraded
-        kernel_range = state.kernel_range if state is not None else None
+        # No kernel range, no ORC: keep the first frame only.
+        kernel_range = (state.kernel_range if state is not None else None) or (0, 0)
         trace = stack_from_prstatus(self.prog, self.crashed_prstatus, kernel_range)
         try:
             records = self.log.records
@@ -77,12 +85,18 @@ class Context:
 
     def task_trace(self, task: drgn.Object) -> LinuxKernelStack:
         """Any task's segmented stack, loading debug info of the modules it runs through."""
-        trace = kernel_stack_trace(self.prog, task)
+        return self._with_module_debug_info(lambda: kernel_stack_trace(self.prog, task))
+
+    def _with_module_debug_info(self, unwind):
+        trace = unwind()
         for _ in range(MAX_TRACE_ROUNDS):
             modules = {m for m in (module_of_address(self.prog, f.pc) for f in trace) if m}
             if not self.dump.load_module_debug_info(modules):
                 break
-            trace = kernel_stack_trace(self.prog, task)
+            trace = unwind()
+        if self.dump.debug.modules_missing and self.dump.use_module_kallsyms():
+            # Modules without debug files: name their frames from their own kallsyms.
+            trace = unwind()
         return trace
 
     @cached_property

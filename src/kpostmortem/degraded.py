@@ -138,7 +138,8 @@ def stack_from_prstatus(prog: drgn.Program, pr: PrStatus, kernel_range: tuple[in
     """The crashed CPU's stack from its saved registers, as a LinuxKernelStack of one segment.
 
     Without module debug info a module's ORC cannot be found, so the unwind is cut after the
-    first frame outside the kernel image: what follows it would be guesses.
+    first frame outside ``kernel_range`` (the kernel image): what follows it would be guesses.
+    With the kernel's DWARF (``kernel_range`` None) drgn finds module ORC and nothing is cut.
     """
     from drgn.helpers.linux.stack import LinuxKernelStack, StackKind, StackSegment
 
@@ -150,7 +151,7 @@ def stack_from_prstatus(prog: drgn.Program, pr: PrStatus, kernel_range: tuple[in
             break
         frames.append(frame)
         pc = frame.pc
-        if kernel_range is None or not kernel_range[0] <= pc < kernel_range[1]:
+        if kernel_range is not None and not kernel_range[0] <= pc < kernel_range[1]:
             break
     return LinuxKernelStack(prog, [StackSegment(StackKind.UNKNOWN, frames)])
 
@@ -279,35 +280,57 @@ def anchor_module_symbols(prog: drgn.Program, trace, records: Sequence) -> list[
     frames = list(trace)
     anchors: dict[int, tuple[int, int, str, str]] = {}
 
-    def add(pc: int, entry) -> None:
+    def add(pc: int, entry) -> bool:
         if entry is None or entry.module is None or entry.offset is None or entry.size is None:
-            return
-        if not 0 <= entry.offset < max(entry.size, 1) or pc < entry.offset:
-            return
+            return False
+        # A return address may sit just past a noreturn function's last call (offset == size).
+        if not 0 <= entry.offset <= entry.size or pc < entry.offset:
+            return False
         start = pc - entry.offset
-        anchors.setdefault(start, (start, start + entry.size, entry.function, entry.module))
+        anchors.setdefault(start, (start, start + max(entry.size, entry.offset + 1), entry.function, entry.module))
+        return True
 
     def outside(pc: int) -> bool:
         return kernel is None or not kernel[0] <= pc < kernel[1]
 
-    for rec in reversed(list(records)):
-        names = [e.function for e in rec.call_trace]
-        for i, frame in enumerate(frames):
-            if not outside(frame.pc):
-                continue
-            if frame.interrupted and rec.rip is not None:
-                add(frame.pc, rec.rip)
-            elif i > 0:
-                try:
-                    prev = prog.symbol(frames[i - 1].pc).name
-                except LookupError:
-                    continue
-                if prev in names:
-                    j = names.index(prev)
-                    if j + 1 < len(rec.call_trace):
-                        add(frame.pc, rec.call_trace[j + 1])
-        if anchors:
-            break
+    recs = list(reversed(list(records)))  # the crash that took the dump is the latest
+    todo = [f for f in frames if outside(f.pc)]
+    named: set[int] = set()
+    # 1. An exception frame: the latest record whose RIP line names a module function.
+    for frame in todo:
+        if frame.interrupted:
+            rip = next((r.rip for r in recs if r.rip is not None and r.rip.module), None)
+            if rip is not None and add(frame.pc, rip):
+                named.add(frame.pc)
+    # 2. A return address after a named frame: the entry after that name in a call trace.
+    for i, frame in enumerate(frames):
+        if i == 0 or frame.interrupted or frame.pc in named or not outside(frame.pc):
+            continue
+        try:
+            prev = prog.symbol(frames[i - 1].pc).name
+        except LookupError:
+            continue
+        for rec in recs:
+            reliable = [e for e in rec.call_trace if e.reliable]
+            names = [e.function for e in reliable]
+            j = names.index(prev) + 1 if prev in names else len(reliable)
+            if j < len(reliable) and add(frame.pc, reliable[j]):
+                named.add(frame.pc)
+                break
+    # 3. The unwind skipped frames: the one module function of the latest call trace whose
+    # offset puts a function entry (endbr64, ftrace nop, push rbp) at pc - offset.
+    for frame in todo:
+        if frame.interrupted or frame.pc in named:
+            continue
+        for rec in recs:
+            fits = [e for e in rec.call_trace
+                    if e.reliable and e.module and e.offset is not None and e.size and e.offset <= e.size
+                    and frame.pc >= e.offset and _function_entry(prog, frame.pc - e.offset)]
+            if len({(frame.pc - e.offset, e.function) for e in fits}) == 1 and add(frame.pc, fits[0]):
+                named.add(frame.pc)
+                break
+            if rec.call_trace:
+                break  # only the latest record with a call trace describes this stack
     if not anchors:
         return []
     table = sorted(anchors.values())
@@ -325,6 +348,18 @@ def anchor_module_symbols(prog: drgn.Program, trace, records: Sequence) -> list[
     ranges = prog.cache.setdefault(MODULE_RANGES_KEY, [])
     ranges.extend((start, end, mod) for start, end, _f, mod in table)
     return table
+
+
+_ENTRY_BYTES = (b"\xf3\x0f\x1e\xfa", b"\x0f\x1f\x44\x00\x00", b"\x55\x48\x89\xe5", b"\x66\x0f\x1f\x00")
+
+
+def _function_entry(prog: drgn.Program, addr: int) -> bool:
+    """Whether the code at ``addr`` starts like a compiled kernel function."""
+    try:
+        code = prog.read(addr, 5)
+    except drgn.FaultError:
+        return False
+    return any(code.startswith(b) for b in _ENTRY_BYTES)
 
 
 def _has_main(prog: drgn.Program) -> bool:

@@ -53,6 +53,8 @@ class DebugInfoStatus:
     """Module name → why the debug files found for it were refused (build ID differs…)."""
     searched: list[str] = field(default_factory=list)
     """Directories searched for debug files."""
+    module_symbols: str | None = None
+    """Where the symbols of modules without debug files came from, if looked for."""
     seconds: float = 0.0
     """Time spent loading debug info."""
 
@@ -69,6 +71,7 @@ class DebugInfoStatus:
             "modules": dict(sorted(self.modules.items())),
             "modules_missing": sorted(self.modules_missing),
             "mismatched": dict(sorted(self.mismatched.items())),
+            "module_symbols": self.module_symbols,
             "degraded": self.degraded,
         }
 
@@ -125,6 +128,7 @@ class Dump:
         """Set in degraded mode (no kernel DWARF): what kallsyms/ORC could be set up."""
         self._debuginfo_dirs = list(debuginfo_dirs)
         self._module_index: dict[str, list[str]] | None = None
+        self._module_kallsyms: bool | None = None
 
     @property
     def release(self) -> str | None:
@@ -164,6 +168,24 @@ class Dump:
                 paths.sort(key=lambda p: next(i for i, s in enumerate(MODULE_SUFFIXES) if p.endswith(s)))
             self._module_index = index
         return self._module_index
+
+    def use_module_kallsyms(self) -> bool:
+        """Name the frames of modules without debug files from the modules' own symbol tables
+        (``mod->kallsyms``; needs the kernel's DWARF). Once; True when newly enabled."""
+        if self._module_kallsyms is not None:
+            return False
+        self._module_kallsyms = False
+        try:
+            from drgn.helpers.linux.kallsyms import load_module_kallsyms
+
+            index = load_module_kallsyms(self.prog)
+            self.prog.register_symbol_finder("module-kallsyms", index, enable_index=-1)
+        except (LookupError, ValueError, drgn.FaultError, NotImplementedError) as e:
+            self.debug.module_symbols = f"unavailable: {e}"
+            return False
+        self._module_kallsyms = True
+        self.debug.module_symbols = "kallsyms (no debug file)"
+        return True
 
     def load_module_debug_info(self, names: Iterable[str]) -> list[str]:
         """Load DWARF for the named loaded modules, if not loaded yet. Returns the newly loaded."""
@@ -228,34 +250,52 @@ def open_dump(
     """
     say = progress or (lambda _msg: None)
     if os.path.isdir(path):
-        raise DumpError(f"{path}: is a directory, not a dump file")
+        inside = os.path.join(path, "vmcore")
+        raise DumpError(
+            f"{path}: is a directory, not a dump file",
+            hint=f"did you mean {inside}?" if os.path.isfile(inside) else "give the vmcore file kdump saved in it",
+        )
     try:
         header = read_dump_header(path)
     except FileNotFoundError:
         raise DumpError(f"{path}: no such file") from None
     except PermissionError:
-        raise DumpError(f"{path}: permission denied (run as a user who can read the dump)") from None
+        raise DumpError(f"{path}: permission denied", hint="run as a user who can read the dump, often root") from None
     except OSError as e:
         raise DumpError(f"{path}: cannot read: {e.strerror or e}") from None
     if header.size == 0:
-        raise DumpError(f"{path}: empty file, not a dump")
+        raise DumpError(f"{path}: empty file, not a dump",
+                        hint="the capture or the copy did not finish: take the dump again or copy it again")
     if header.format == "unknown":
-        raise DumpError(f"{path}: not a kernel crash dump (neither ELF nor makedumpfile's kdump format)")
+        raise DumpError(f"{path}: not a kernel crash dump (neither ELF nor makedumpfile's kdump format)",
+                        hint="give the vmcore that kdump saved, e.g. /var/crash/*/vmcore")
     if header.format == "flattened":
         raise DumpError(
             f"{path}: makedumpfile flattened stream",
             hint=f"convert it first: makedumpfile -R {path}.kdump < {path}",
         )
+    if header.format == "diskdump":
+        raise DumpError(f"{path}: a diskdump/netdump file, which drgn cannot read",
+                        hint="capture with kdump + makedumpfile (kdump-compressed or ELF)")
     if header.format == "elf" and header.problems and "not a core dump" in header.problems[0]:
-        raise DumpError(f"{path}: {header.problems[0]}")
+        raise DumpError(f"{path}: {header.problems[0]}",
+                        hint="give the vmcore that kdump saved; a vmlinux goes with --vmlinux")
+    if header.format == "elf" and header.problems and header.problems[0].startswith("damaged ELF headers"):
+        raise DumpError(f"{path}: {header.problems[0]}", hint="the file is not a readable ELF dump: copy it again")
+    if header.format == "kdump" and not header.vmcoreinfo and header.problems:
+        raise DumpError(f"{path}: damaged kdump header: {'; '.join(header.problems)}",
+                        hint="copy the dump again; if the copy is good, the capture failed")
 
     prog = drgn.Program()
     try:
         prog.set_core_dump(path)
-    except (drgn.FaultError, ValueError, OSError, NotImplementedError) as e:
-        raise DumpError(f"{path}: drgn cannot open it as a kernel dump: {e}") from None
+    except Exception as e:  # noqa: BLE001 - libkdumpfile's errors reach Python as plain Exception
+        what = "; ".join(header.problems) or str(e).splitlines()[0]
+        raise DumpError(f"{path}: cannot open it as a kernel dump: {what}",
+                        hint="the file is damaged or cut short: copy it again") from None
     if not (prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL):
-        raise DumpError(f"{path}: a core dump, but of a user-space process, not of a Linux kernel")
+        raise DumpError(f"{path}: a core dump, but of a user-space process, not of a Linux kernel",
+                        hint="kpostmortem reads kernel crash dumps (the vmcore kdump saves); use gdb for this one")
 
     debug = DebugInfoStatus(dump_build_id=header.build_id)
     try:

@@ -251,6 +251,8 @@ def _kdump_header(f: io.BufferedReader, size: int) -> DumpHeader:
     if len(head) < 464:
         return DumpHeader("kdump", size, problems=("kdump header is truncated",))
     (header_version,) = struct.unpack_from("<i", head, 8)
+    if not 1 <= header_version <= 16:
+        problems.append(f"kdump header version {header_version} is not one makedumpfile writes")
     uts = [_cstr(head[12 + 65 * i : 12 + 65 * (i + 1)]) for i in range(6)]
     (tv_sec,) = struct.unpack_from("<q", head, 408)
     status, block_size, sub_hdr_size, bitmap_blocks, max_mapnr = struct.unpack_from("<IiiII", head, 424)

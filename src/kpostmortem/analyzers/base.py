@@ -103,6 +103,8 @@ def run_analyzers(ctx: Context, report: Report, analyzers: Sequence[Analyzer]) -
                     excluded[analyzer.name] = e.address
         outcome.seconds = round(time.perf_counter() - start, 4)
         report.outcomes.append(outcome)
+    # Modules whose debug files were missing, known only once the stack has been read.
+    report.debug_info.setdefault("modules_missing", sorted(ctx.dump.debug.modules_missing))
     if excluded:
         problem = excluded_pages_problem(excluded, ctx.dump.header.dump_level, ctx.dump.header.release)
         report.dump.setdefault("problems", []).append(problem)
