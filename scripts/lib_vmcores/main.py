@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 for series in sorted({s["kernel"] for s in sel})}
 
     if args.list:
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `--list | head` is fine
         for s in sel:
             state = dump_state(s, cache, releases)
             fmt = f"{s['format']} -d {s['dump_level']}"
