@@ -315,7 +315,8 @@ def open_dump(
         if debug.dump_build_id and file_bid != debug.dump_build_id:
             raise DebugInfoError(
                 f"{vmlinux} does not match the dump: its build ID is {file_bid}, "
-                f"the dump's kernel is {debug.dump_build_id}"
+                f"the dump's kernel is {debug.dump_build_id}",
+                hint=f"give the vmlinux of kernel {header.release or '?'} (its -dbg/-debuginfo package)",
             )
         chosen = vmlinux
     else:
@@ -323,7 +324,8 @@ def open_dump(
         if chosen is None and rejected:
             raise DebugInfoError(
                 f"found only vmlinux files of other kernels ({', '.join(rejected[:3])}); "
-                f"the dump's kernel build ID is {debug.dump_build_id}"
+                f"the dump's kernel build ID is {debug.dump_build_id}",
+                hint=f"install the debug package of kernel {header.release or '?'} or pass --vmlinux FILE",
             )
     if chosen is not None:
         say(f"loading kernel debug info from {chosen}")
@@ -343,7 +345,7 @@ def open_dump(
     elif not allow_no_debug_info:
         raise DebugInfoError(
             f"no vmlinux with debug info found for kernel {header.release or '?'}",
-            hint="pass --vmlinux FILE (e.g. from the distribution's -dbg/-debuginfo package)",
+            hint="pass --vmlinux FILE from the kernel's -dbg/-debuginfo package",
         )
     degraded = None
     if debug.degraded:

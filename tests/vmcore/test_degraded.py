@@ -164,3 +164,61 @@ def test_module_list_walk_is_bounded_and_survives_garbage():
     names, problem = module_names(_fake_kernel({base: page}, {"modules": head}))
     assert names[:20] == [f"m{i}" for i in range(20)]
     assert problem and "0x" in problem
+
+
+# ------------------------------------------------------ corrupted lists in a real dump
+
+
+def _overlay_pointer(prog: drgn.Program, where: int, value: int) -> None:
+    """Make the 8 bytes at ``where`` read as ``value``: drgn gives a later memory segment
+    precedence over the dump's own."""
+    data = value.to_bytes(8, "little")
+    prog.add_memory_segment(where, 8, lambda addr, count, offset, physical: data[offset:offset + count])
+
+
+@pytest.fixture
+def no_hang():
+    """Fail, instead of hanging the suite, if an analysis loops."""
+    import signal
+
+    def expire(signum, frame):
+        raise AssertionError("the analysis did not finish: an unbounded loop over a corrupted list?")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(240)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def test_cyclic_module_list_does_not_hang(no_hang):
+    """The crashed module's list.next points back at itself, never at the list head."""
+    from kpostmortem.helpers.modules import loaded_modules
+
+    meta = dump_meta("null-write")
+    dump = open_dump(meta["path"], meta["vmlinux"], meta["debuginfo"])
+    mod = loaded_modules(dump.prog)[0]
+    _overlay_pointer(dump.prog, mod.list.next.address_of_().value_(), mod.list.address_of_().value_())
+    assert mod.list.next.value_() == mod.list.address_of_().value_()
+    assert len(loaded_modules(dump.prog)) == 1
+    report, _ctx = analyze_dump(dump, [])
+    assert report.modules["count"] == 1
+    assert verdict_key(dataclass_dict(report.verdict)) == verdict_key(report_of("null-write")["verdict"])
+
+
+def test_cyclic_task_list_does_not_hang(no_hang):
+    """The task after init_task in the task list points back at itself. (drgn's for_each_task
+    walks the PID table, so this reaches the code that falls back on the task list.)"""
+    meta = dump_meta("null-write")
+    dump = open_dump(meta["path"], meta["vmlinux"], meta["debuginfo"])
+    second = dump.prog["init_task"].tasks.next  # &second_task->tasks; its .next is its first word
+    _overlay_pointer(dump.prog, second.value_(), second.value_())
+    assert dump.prog["init_task"].tasks.next.next.value_() == second.value_()
+    report, _ctx = analyze_dump(dump, [])
+    assert verdict_key(dataclass_dict(report.verdict)) == verdict_key(report_of("null-write")["verdict"])
+
+
+def dataclass_dict(obj) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(obj)
