@@ -145,7 +145,26 @@ def test_vmlinux_given_as_the_dump(nw):
     assert_one_line_error(rc, err, DUMP, "not a core dump")
 
 
+def test_flattened_stream_says_how_to_convert_it(tmp_path):
+    f = tmp_path / "vmcore.flat"
+    f.write_bytes(b"makedumpfile".ljust(4096, b"\0"))
+    rc, _out, err = run_cli(str(f))
+    assert_one_line_error(rc, err, DUMP, "flattened", "makedumpfile -R")
+
+
 # ------------------------------------------------------------------------ damaged dumps
+
+
+def test_damaged_elf_dump_header(tmp_path):
+    """An ELF dump whose program-header offset points past the end of the file."""
+    src = dump_meta("null-write-elf")["path"]
+    with open(src, "rb") as f:
+        data = bytearray(f.read(1 << 20))
+    data[32:40] = (1 << 40).to_bytes(8, "little")  # e_phoff
+    out = tmp_path / "vmcore"
+    out.write_bytes(data)
+    rc, _out, err = run_cli(str(out))
+    assert_one_line_error(rc, err, DUMP, "copy it again")
 
 
 @pytest.mark.parametrize("percent", [10, 50, 90])
@@ -274,6 +293,11 @@ def test_excluded_pages_are_explained_with_the_fix():
     failed = [o for o in rep["analyzers"] if o["status"] == "failed"]
     assert failed and all("excluded from the dump by makedumpfile" in o["detail"] for o in failed)
     assert v["confidence"] <= 0.99 - 0.1
+
+
+def test_report_file_that_cannot_be_written(tmp_path, nw):
+    rc, _out, err = run_cli(nw["path"], *debug_args(nw), "-o", str(tmp_path / "no-such-dir" / "report.txt"))
+    assert_one_line_error(rc, err, USAGE, "cannot write the report")
 
 
 # ----------------------------------------------------------- the dump is only ever read
