@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
 import click
@@ -24,6 +25,22 @@ Exit codes:
   4  debug info missing, unreadable or not matching the dump
   5  internal error in kpostmortem
 """
+
+
+# Control characters (C0 but newline and tab, DEL, C1) in strings read from the dump — a task
+# name, the log, the panic message — would reach the terminal as escape sequences.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(data):
+    """``data`` (a report dict) with every control character in its strings shown as \\xNN."""
+    if isinstance(data, str):
+        return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", data)
+    if isinstance(data, dict):
+        return {printable(k): printable(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [printable(v) for v in data]
+    return data
 
 
 def _fail(message: str, code: int) -> None:
@@ -136,7 +153,7 @@ def analyze(
         _fail(f"internal error: {type(e).__name__}: {e} (please report with the command line)", ExitCode.INTERNAL)
         return
     try:
-        data = report.to_dict()
+        data = printable(report.to_dict())
         if redact:
             from .redact import redact_report, redaction_note
 

@@ -333,3 +333,17 @@ def test_nothing_from_the_dump_is_executed():
                              path.read_text()):
             bad.append(f"{path.relative_to(src)}: {m.group(0)}")
     assert not bad, bad
+
+
+def test_control_characters_from_the_dump_never_reach_the_terminal(nw):
+    """A task name, a log line or a panic message may hold terminal escape sequences (any
+    user can name a process "\\x1b]0;…"): the report shows them as \\xNN."""
+    from kpostmortem.cli import printable
+
+    hostile = {"crashed_task": {"comm": "sh\x1b]0;owned\x07", "pid": 99},
+               "log": {"tail": [{"text": "\x9b2J\tok\n"}]}, "verdict": None}
+    shown = printable(hostile)
+    assert shown["crashed_task"] == {"comm": "sh\\x1b]0;owned\\x07", "pid": 99}
+    assert shown["log"]["tail"][0]["text"] == "\\x9b2J\tok\n" and shown["verdict"] is None
+    rc, out, _err = run_cli(nw["path"], *debug_args(nw), "--no-color")
+    assert rc == OK and "\x1b" not in out and "\x9b" not in out
