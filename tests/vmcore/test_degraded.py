@@ -222,3 +222,22 @@ def dataclass_dict(obj) -> dict:
     import dataclasses
 
     return dataclasses.asdict(obj)
+
+
+def test_what_degraded_mode_cannot_set_up_is_reported():
+    """Before Linux 6.0, VMCOREINFO does not name the kallsyms tables: no symbols, said so."""
+    from kpostmortem.degraded import enable_degraded
+    from kpostmortem.elfinfo import DumpHeader
+
+    bare = drgn.Program(drgn.Platform(drgn.Architecture.X86_64,
+                                      drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN))
+    state = enable_degraded(bare, DumpHeader("kdump", 1))
+    assert not state.kallsyms and state.kernel_range is None
+    assert "Linux 6.0" in state.problems[0]
+
+    meta = dump_meta("null-write")
+    dump = open_dump(meta["path"], None, [], allow_no_debug_info=True)
+    dump.degraded.problems.append(state.problems[0])
+    report, _ctx = analyze_dump(dump, [])
+    assert [p["kind"] for p in report.dump["problems"]] == ["degraded"]
+    assert any("no kernel symbols" in m and "--vmlinux" in m for m in report.verdict.missing)

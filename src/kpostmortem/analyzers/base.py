@@ -103,6 +103,11 @@ def run_analyzers(ctx: Context, report: Report, analyzers: Sequence[Analyzer]) -
                     excluded[analyzer.name] = e.address
         outcome.seconds = round(time.perf_counter() - start, 4)
         report.outcomes.append(outcome)
+    # What degraded mode could not set up (no kallsyms in VMCOREINFO before Linux 6.0…).
+    state = getattr(ctx.dump, "degraded", None)
+    for text in state.problems if state is not None else ():
+        report.dump.setdefault("problems", []).append(
+            {"kind": "degraded", "text": text, "fix": "pass --vmlinux FILE from the kernel's -dbg/-debuginfo package"})
     # Modules whose debug files were missing, known only once the stack has been read.
     report.debug_info.setdefault("modules_missing", sorted(ctx.dump.debug.modules_missing))
     if excluded:
