@@ -186,3 +186,27 @@ def test_idle_text():
     assert bench.idle_text([0, 2, 0], 0.2, 1.9).startswith("**no** — qemu-system (corpus generation) "
                                                           "was running at 1 of 3")
     assert bench.idle_text([0, 0], 2.5, 1.9).startswith("**no** — other processes")
+
+
+def test_cpu_table_and_ratios():
+    rs = [result("a", [8.0], [0.5], [0.6]), result("b", [9.0], [1.0], [1.5], a_ok=False)]
+    # result() sets cpu_seconds = seconds
+    assert rs[0].c_over("drgn", cpu=True) == pytest.approx(1.2)
+    lines = bench.render_cpu_table(rs).splitlines()
+    assert lines[2] == "| a | 8.00 s | 0.50 s | 0.60 s | 0.075 | 1.20 |"
+    assert lines[3] == "| b | 9.00 s ✗ | 1.00 s | 1.50 s | – | 1.50 |"
+    assert lines[4] == "| **median of 2 dumps** | 8.00 s | 0.75 s | 1.05 s | **0.075** | **1.35** |"
+
+
+def test_stale_module_detection(tmp_path):
+    import hashlib
+
+    ko = tmp_path / "crashpoc.ko"
+    ko.write_bytes(b"module")
+    good = hashlib.sha256(b"module").hexdigest()
+    assert bench.stale_module({"module_ko": str(ko), "crashpoc_sha256": good}) == ""
+    assert "rebuilt" in bench.stale_module({"module_ko": str(ko), "crashpoc_sha256": "0" * 64})
+    assert bench.stale_module({"module_ko": None, "crashpoc_sha256": good}) == ""
+    r = result("d", [1.0], [1.0], [1.0])
+    r.stale = "stale: crashpoc.ko was rebuilt after this dump was made"
+    assert r.notes().startswith("**stale: crashpoc.ko")
