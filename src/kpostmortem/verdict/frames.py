@@ -61,6 +61,7 @@ INTERRUPT_PLUMBING = frozenset({
 # hangs, the suspect is the code that went to sleep.
 SCHEDULER = frozenset({
     "__schedule_bug", "schedule_debug", "__schedule", "schedule", "schedule_timeout",
+    "context_switch", "__switch_to", "__switch_to_asm", "finish_task_switch",
     "schedule_preempt_disabled", "schedule_hrtimeout_range_clock", "schedule_hrtimeout_range",
     "msleep", "msleep_interruptible", "usleep_range_state", "do_nanosleep", "hrtimer_nanosleep",
     "io_schedule", "io_schedule_timeout", "wait_for_completion", "wait_for_common",

@@ -22,7 +22,7 @@ _TITLE = {
     "hard-lockup": "BUG: hard lockup in {f}",
     "hung-task": "INFO: task hung in {f}",
     "rcu-stall": "INFO: rcu detected stall in {f}",
-    "out-of-memory": "kernel panic: out of memory ({msg})",
+    "out-of-memory": "Kernel panic: out of memory, allocating in {f}",
     "memory-corruption": "memory corruption in {f}",
     "memory-corruption/use-after-free": "BUG: use-after-free in {f}",
     "memory-corruption/list": "list corruption in {f}",
