@@ -140,7 +140,7 @@ def _iso(epoch: int | float | None) -> str | None:
 
 def analyze_one(job: Job) -> dict[str, Any]:
     """Analyse one dump into a result record; never raises (a failure is a record with its error)."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     record: dict[str, Any] = {"kind": "dump", "path": job.path, "debug_info_from": job.debug_from}
     try:
         from .pipeline import analyze
@@ -174,6 +174,7 @@ def analyze_one(job: Job) -> dict[str, Any]:
             host=None if job.redact else s.get("hostname"),
         )
     record["seconds"] = round(time.perf_counter() - t0, 3)
+    record["cpu_seconds"] = round(time.process_time() - cpu0, 3)
     return record
 
 
@@ -189,11 +190,18 @@ def run_local(jobs: Sequence[Job], workers: int,
     A worker that dies (a crash inside a native library on a damaged dump) breaks the pool; the
     unfinished jobs are then run again one process each, so only the guilty dump is reported as
     failed. ``analyze`` must be a module-level function (it is pickled to the workers).
+
+    drgn indexes DWARF with OpenMP threads; each worker gets its share of the CPUs
+    (``OMP_NUM_THREADS``, unless already set) so that N workers do not run N x CPUs threads.
     """
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["kpostmortem.pipeline"])
+    # Not the pipeline: drgn's OpenMP runtime reads OMP_NUM_THREADS when it is loaded, which
+    # must happen in the worker, after _worker_init.
+    ctx.set_forkserver_preload(["kpostmortem.batch"])
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     left = list(jobs)
-    with cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
+    with cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx,
+                                initializer=_worker_init, initargs=(threads,)) as pool:
         futures = {pool.submit(analyze, j): j for j in left}
         try:
             for fut in cf.as_completed(futures):
@@ -206,17 +214,24 @@ def run_local(jobs: Sequence[Job], workers: int,
         yield from _isolated(left, workers, ctx, analyze)
 
 
+def _worker_init(threads: int) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
 def _isolated(jobs: Sequence[Job], workers: int, ctx: Any,
               analyze: Callable[[Job], dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+
     def one(job: Job) -> dict[str, Any]:
-        with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_worker_init,
+                                    initargs=(threads,)) as pool:
             try:
                 return pool.submit(analyze, job).result()
             except BrokenProcessPool:
                 return _failed(job, "the analysing process died (a crash in a native library?)")
 
-    with cf.ThreadPoolExecutor(max_workers=max(1, workers)) as threads:
-        yield from (f.result() for f in cf.as_completed([threads.submit(one, j) for j in jobs]))
+    with cf.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        yield from (f.result() for f in cf.as_completed([pool.submit(one, j) for j in jobs]))
 
 
 def run_dask(jobs: Sequence[Job], scheduler: str, timeout: float = 10.0) -> Iterator[dict[str, Any]]:
@@ -288,6 +303,7 @@ def summarize(records: Sequence[dict[str, Any]], seconds: float, jobs: int | Non
         "seconds": round(seconds, 2),
         "dumps_per_second": round(len(records) / seconds, 3) if seconds > 0 else None,
         "analysis_seconds": round(sum(r.get("seconds") or 0 for r in records), 2),
+        "analysis_cpu_seconds": round(sum(r.get("cpu_seconds") or 0 for r in records), 2),
         "groups": ordered,
         "failures": [failures[k] for k in sorted(failures)],
     }
