@@ -45,7 +45,9 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
     where = v.get("source") or "source unknown"
     out.append(f"         {where} — in {v.get('function') or '?'}()" + (f" [{v['module']}]" if v.get("module") else ""))
     if v.get("explanation"):
-        out.append(textwrap.fill(v["explanation"], WIDTH, initial_indent=" " * 9, subsequent_indent=" " * 9))
+        out.append(textwrap.fill(
+                v["explanation"], WIDTH, initial_indent=" " * 9, subsequent_indent=" " * 9, break_on_hyphens=False
+            ))
     cul = v.get("culprit")
     if cul:
         words = ", ".join(cul.get("taint_names") or []) or "no taint flags"

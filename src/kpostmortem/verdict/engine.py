@@ -6,6 +6,7 @@ the stack checks and the module list.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -594,4 +595,25 @@ def _explain(d: _Decision, report: Report) -> str | None:
         return f"the stack-end canary was overwritten; {where} was running on that stack."
     if d.category == "explicit-panic":
         return f"{where} called panic(): {d.message}"
+    records = report.log.get("records", [])
+    if d.category == "hung-task":
+        tasks = (report.blocked_tasks or {}).get("tasks", [])
+        hung = next((r.get("pid") for r in records if r.get("kind") == "hung-task"), None)
+        t = next((x for x in tasks if x.get("pid") == hung), tasks[0] if tasks else {})
+        who = f"task {t.get('comm')}[{t.get('pid')}]" if t else "a task"
+        return (f"{who} slept uninterruptibly in {where} past the hung-task timeout; "
+                "khungtaskd panicked (hung_task_panic).")
+    if d.category == "out-of-memory":
+        oom = next((r for r in records if r.get("kind") == "oom"), None)
+        asked = ""
+        if oom:
+            m = re.search(r"gfp_mask=\S+, order=(\d+)", oom.get("headline", ""))
+            asked = f" (an order-{m.group(1)} allocation)" if m else ""
+        return f"{where} kept allocating{asked} until memory ran out; panic_on_oom made the OOM a panic."
+    if d.category == "memory-corruption" and d.variant == "use-after-free":
+        return f"{where} followed a pointer read from a freed slab object (free poison 0x6b…): use-after-free."
+    if d.category == "memory-corruption" and d.variant == "list":
+        lst = next((r for r in records if r.get("kind") == "list-corruption"), None)
+        return f"{where} added to a list whose links were already corrupted" + (
+            f" ({lst['headline'].split('.')[0]})." if lst else ".")
     return None
