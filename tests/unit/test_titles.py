@@ -51,6 +51,13 @@ def test_title_variants_refine_the_wording_only():
     assert make_title("memory-corruption", "f", None, None, "no-such-variant") == "memory corruption in f"
 
 
+def test_docs_show_every_title():
+    docs = DOCS.read_text()
+    for key, template in _TITLE.items():
+        shown = template.replace("{f}", "FUNC").replace("{msg}", "MESSAGE")
+        assert f"| {shown} |" in docs, f"docs/verdicts.md lacks the title of {key}: {shown}"
+
+
 def test_long_messages_are_cut_and_unknowns_named():
     title = make_title("explicit-panic", "f", None, "x" * 300)
     assert len(title) < 120 and title.endswith("...")
