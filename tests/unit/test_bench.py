@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -210,3 +211,54 @@ def test_stale_module_detection(tmp_path):
     r = result("d", [1.0], [1.0], [1.0])
     r.stale = "stale: crashpoc.ko was rebuilt after this dump was made"
     assert r.notes().startswith("**stale: crashpoc.ko")
+
+
+BATCH_OUT = """\
+{"kind": "dump", "path": "/d/a/vmcore", "ok": true}
+{"kind": "dump", "path": "/d/b/vmcore", "ok": true}
+{"kind": "summary", "dumps": 2, "analysed": 2, "confident": 2, "failed": 0, "signatures": 2, "jobs": 2}
+"""
+
+
+def test_check_batch():
+    assert bench.check_batch(0, BATCH_OUT, "", dumps=2) == (True, "2 analysed, 2 confident, 2 signatures")
+    ok, note = bench.check_batch(0, BATCH_OUT, "", dumps=3)
+    assert not ok and "expected 3" in note
+    ok, note = bench.check_batch(3, BATCH_OUT.replace('"failed": 0', '"failed": 1'), "", dumps=2)
+    assert not ok and note == "exit 3: 1 dumps failed"
+    ok, note = bench.check_batch(2, "", "kpostmortem: error: no dump found\n", dumps=2)
+    assert not ok and note.startswith("exit 2: no summary line")
+    assert bench.check_batch(None, "", "", dumps=2) == (False, "timed out")
+
+
+def test_batch_table():
+    batch = {1: [run("batch-j1", 20.0, rss=300 * 1024), run("batch-j1", 22.0)],
+             2: [run("batch-j2", 16.0), run("batch-j2", 18.0)]}
+    lines = bench.render_batch_table(batch, dumps=30, sequential=42.0).splitlines()
+    assert lines[0].startswith("| `--jobs` | wall | dumps/s |")
+    assert lines[2] == "| 1 | 21.00 s | 1.43 | 21.00 s | 200 MiB | 1.00× | 2.00× |"
+    assert lines[3] == "| 2 | 17.00 s | 1.76 | 17.00 s | 100 MiB | 1.24× | 2.47× |"
+    batch[2][1] = run("batch-j2", 5.0, ok=False, note="exit 3: 1 dumps failed")
+    lines = bench.render_batch_table(batch, dumps=30, sequential=None).splitlines()
+    assert lines[3] == "| 2 | 10.50 s ✗ exit 3: 1 dumps failed | – | 10.50 s | 100 MiB | – | – |"
+
+
+def test_batch_block_has_its_own_markers():
+    doc = f"# B\n\n{bench.BEGIN}\ntools\n{bench.END}\n"
+    doc = bench.replace_block(doc, "batch", bench.BATCH_BEGIN, bench.BATCH_END)
+    assert doc == f"# B\n\n{bench.BEGIN}\ntools\n{bench.END}\n\n{bench.BATCH_BEGIN}\nbatch\n{bench.BATCH_END}\n"
+    doc = bench.replace_block(doc, "tools 2")
+    assert f"{bench.BEGIN}\ntools 2\n{bench.END}" in doc and "batch" in doc
+
+
+def test_parse_proc_stat():
+    line = ("1234 (python3 (x) y) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 "
+            "100 1000000 4096 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0")
+    assert bench.parse_proc_stat(line) == (1234, 300, 4096)
+
+
+def test_tree_sampler_sees_its_own_session():
+    sampler = bench.TreeSampler(os.getsid(0), interval=0.01)
+    sampler._sample()
+    assert sampler.peak_rss_pages > 0
+    assert os.getpid() in sampler.cpu_ticks
