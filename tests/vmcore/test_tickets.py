@@ -55,7 +55,6 @@ SAME_BUG = ["null-write", "null-write-2", "null-write-elf", "null-write-full", "
 # two-oopses: the verdict's guilty frame comes from the first oops's log record, not from the
 # crashed stack, and verdict/engine.py's _context_frames() then has no frames to add to the
 # signature (it only reads the crashed stack) -> a signature of its own. Known gap, tracked.
-KNOWN_SPLIT = {("null_read", "two-oopses")}
 
 
 def test_same_bug_list_is_one_group():
@@ -72,12 +71,8 @@ def test_two_boots_of_one_bug_have_one_signature():
 
 
 @pytest.mark.parametrize("bug", sorted(BUGS), ids=str)
-def test_one_bug_one_signature(bug, request):
+def test_one_bug_one_signature(bug):
     names = BUGS[bug]
-    for name in names:
-        if (bug, name) in KNOWN_SPLIT:
-            request.applymarker(pytest.mark.xfail(strict=True, reason=f"{name}: signature from the log record "
-                                                  "has no context frames (verdict/engine.py _context_frames)"))
     sigs = {name: report_of(name)["verdict"]["signature"] for name in names}
     assert len(set(sigs.values())) == 1, sigs
 

@@ -111,6 +111,8 @@ class _Decision:
     source: str | None = None
     message: str | None = None
     variant: str | None = None
+    callers: list[str] = field(default_factory=list)
+    """Function names below the guilty frame (for the signature), when not from the crashed stack."""
     score: float = 0.2
     evidence: list[Evidence] = field(default_factory=list)
 
@@ -173,6 +175,7 @@ def _guilty_from_blocked(d: _Decision, report: Report, rec: dict | None) -> bool
     if g is None:
         return False
     d.function, d.module, d.source = base_name(g.function), g.module, g.source
+    d.callers = [base_name(f.function) or "" for f in frames[g.index + 1 :] if not f.inline]
     secs = f" for {task['blocked_seconds']} s" if task.get("blocked_seconds") is not None else ""
     d.add("state", f"task {task['comm']}[{task['pid']}] is in D state{secs}, waiting in {d.function}()",
           "the blocked task's own stack in the dump", 0.2)
@@ -185,6 +188,7 @@ def _guilty_from_record(d: _Decision, rec: dict) -> None:
         d.function = base_name(rip["function"])
         d.module = rip.get("module")
         d.source = rec.get("rip_source")
+        d.callers = [base_name(n) or "" for n in rec.get("call_trace", [])]
         return
     for name in rec.get("call_trace", []):
         b = base_name(name)
@@ -443,7 +447,9 @@ def decide(report: Report) -> Verdict:
         d.score = min(d.score, 0.3)
     confidence, missing = _what_was_missing(min(0.99, d.score), report)
     degraded = bool(report.debug_info.get("degraded"))
-    ctx_frames = _context_frames(report.frames, d.guilty)
+    if d.guilty is not None:
+        d.callers = [base_name(f.function) or "" for f in report.frames[d.guilty.index + 1 :] if not f.inline]
+    ctx_frames = _context_frames(d.callers, d.function)
     return Verdict(
         category=d.category,
         title=make_title(d.category, d.function, d.module, d.message, d.variant),
@@ -522,13 +528,18 @@ def _what_was_missing(score: float, report: Report) -> tuple[float, list[str]]:
     return round(max(0.05, score), 2), missing
 
 
-def _context_frames(frames: list[Frame], guilty: Frame | None) -> list[str]:
-    if guilty is None:
-        return []
-    out = []
-    for f in frames[guilty.index + 1 :]:
-        name = base_name(f.function)
-        if name and not is_plumbing(name) and name not in out:
+def _context_frames(callers: list[str], function: str | None) -> list[str]:
+    """The first three distinct meaningful callers of the guilty function, for the signature.
+
+    Inline frames are left out (they exist only with DWARF, so a degraded analysis of the same
+    bug would otherwise sign differently); from a log record, the guilty function itself and
+    what precedes it in its call trace are skipped.
+    """
+    if function in callers:
+        callers = callers[callers.index(function) + 1 :]
+    out: list[str] = []
+    for name in callers:
+        if name and name != function and not is_plumbing(name) and name not in out:
             out.append(name)
         if len(out) == 3:
             break
