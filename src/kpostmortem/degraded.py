@@ -108,6 +108,16 @@ def enable_degraded(prog: drgn.Program, header: DumpHeader) -> DegradedState:
     if main.address_range is None:
         main.address_range = (start, end)
     state.kernel_range = (start, end)
+
+    # kallsyms also holds absolute and per-CPU symbols near 0 (__per_cpu_start = 0): a
+    # NULL PC must not be named after them. Look addresses up inside the kernel image only.
+    def in_kernel(prog, name, address, one):
+        if address is not None and not start <= address < end:
+            return []
+        return index(prog, name, address, one)
+
+    prog.register_symbol_finder("kallsyms-kernel", in_kernel, enable_index=0)
+    prog.set_enabled_symbol_finders([n for n in prog.enabled_symbol_finders() if n != "kallsyms"])
     return state
 
 
@@ -143,17 +153,51 @@ def stack_from_prstatus(prog: drgn.Program, pr: PrStatus, kernel_range: tuple[in
     """
     from drgn.helpers.linux.stack import LinuxKernelStack, StackKind, StackSegment
 
-    regs = drgn.Object(prog, _pt_regs_type(prog), value={n: pr.registers[n] for n in _PT_REGS})
-    trace = prog.stack_trace(regs)
-    frames = []
-    for frame in trace:
-        if len(frames) >= MAX_FRAMES:
-            break
-        frames.append(frame)
-        pc = frame.pc
-        if kernel_range is not None and not kernel_range[0] <= pc < kernel_range[1]:
-            break
-    return LinuxKernelStack(prog, [StackSegment(StackKind.UNKNOWN, frames)])
+    def unwind(registers: dict[str, int]) -> list:
+        regs = drgn.Object(prog, _pt_regs_type(prog), value={n: registers[n] for n in _PT_REGS})
+        out = []
+        for frame in prog.stack_trace(regs):
+            if len(out) >= MAX_FRAMES:
+                break
+            out.append(frame)
+            if kernel_range is not None and not kernel_range[0] <= frame.pc < kernel_range[1]:
+                break
+        return out
+
+    frames = unwind(pr.registers)
+    pc, sp = pr.registers["rip"], pr.registers["rsp"]
+    if kernel_range is not None and frames and not kernel_range[0] <= pc < kernel_range[1] and not _readable(prog, pc):
+        # A call through a bad pointer (NULL, garbage): no code at the PC, but the call left
+        # its return address on top of the stack. Go on from the caller.
+        try:
+            ret = int.from_bytes(prog.read(sp, 8), "little")
+        except drgn.FaultError:
+            ret = None
+        if ret is not None and _readable(prog, ret):
+            caller = unwind({**pr.registers, "rip": ret, "rsp": sp + 8})
+            frames = frames[:1] + [_ReturnFrame(f) if i == 0 else f for i, f in enumerate(caller)]
+    return LinuxKernelStack(prog, [StackSegment(StackKind.UNKNOWN, frames[:MAX_FRAMES])])
+
+
+def _readable(prog: drgn.Program, addr: int) -> bool:
+    try:
+        prog.read(addr, 1)
+        return True
+    except drgn.FaultError:
+        return False
+
+
+class _ReturnFrame:
+    """A drgn StackFrame unwound from registers made up from a return address: a call frame,
+    not an exception frame, whatever drgn says."""
+
+    interrupted = False
+
+    def __init__(self, frame: drgn.StackFrame) -> None:
+        self._frame = frame
+
+    def __getattr__(self, name: str):
+        return getattr(self._frame, name)
 
 
 def printk_lines_from_vmcoreinfo(prog: drgn.Program, info: dict[str, str]) -> list[LogLine]:
@@ -307,7 +351,9 @@ def anchor_module_symbols(prog: drgn.Program, trace, records: Sequence) -> list[
         if i == 0 or frame.interrupted or frame.pc in named or not outside(frame.pc):
             continue
         try:
-            prev = prog.symbol(frames[i - 1].pc).name
+            # frame.symbol(), not prog.symbol(pc): a return address after a noreturn call
+            # is the next function's first byte; drgn looks it up at pc - 1.
+            prev = frames[i - 1].symbol().name
         except LookupError:
             continue
         for rec in recs:

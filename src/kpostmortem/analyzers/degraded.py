@@ -7,9 +7,11 @@ Runs only in degraded mode, in place of the task, summary and modules analyzers.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from ..context import Context
 from ..degraded import module_names
-from ..report import Report
+from ..report import Frame, Report
 from ..taint import decode_taint_letters, taint_mask_from_letters
 
 TAINT_WORDS = {"O": "out-of-tree", "E": "unsigned", "P": "proprietary", "F": "force-loaded",
@@ -79,6 +81,20 @@ def run(ctx: Context, report: Report) -> None:
         "cmdline": header.vmcoreinfo.get("COMMANDLINE"),
         "degraded": True,
     }
+
+    # Hung tasks: without the task list, the hung-task detector's report in the log names
+    # each blocked task and prints its stack (reliable entries only, as frames).
+    blocked = []
+    for r in records:
+        if r.kind != "hung-task" or len(blocked) >= 20:
+            continue
+        frames = [asdict(Frame(index=i, function=e.function, offset=e.offset, size=e.size, module=e.module,
+                               segment=e.context))
+                  for i, e in enumerate(e for e in r.call_trace if e.reliable)]
+        blocked.append({"pid": r.pid, "comm": r.comm, "blocked_seconds": r.lockup_seconds, "frames": frames,
+                        "source": "the hung-task report in the log (degraded mode)"})
+    if blocked:
+        report.blocked_tasks = {"count": len(blocked), "tasks": blocked}
 
     names, problem = module_names(ctx.prog)
     taints: dict[str, str] = {}
