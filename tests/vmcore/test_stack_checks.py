@@ -78,6 +78,11 @@ def test_stack_checks_find_what_the_scenario_did(scenario):
         assert "guard page" in evidence and rec["summary"] in evidence and "double-fault stack" in evidence
         assert sc["trace_trustworthy"] and sc["trace_explained"]
         assert sc["canaries_damaged"] == []
+    elif scenario["trigger"] == "stack_protector":
+        # the frame's stack-protector canary failed, not the stack-end one
+        assert (v["category"], v["function"]) == ("stack-corruption", expect["function"]), v["title"]
+        assert sc["stack_protector"]["function"] == expect["function"]
+        assert sc["canaries_damaged"] == [] and sc["guard_page_hit"] is None
     elif expect["category"] == "stack-corruption":
         assert (v["category"], v["function"]) == ("stack-corruption", expect["function"]), v["title"]
         assert sc["crashed_task_canary_damaged"]
@@ -93,7 +98,8 @@ def test_stack_checks_find_what_the_scenario_did(scenario):
         assert sc["canaries_intact"] == sc["canaries_checked"] - sc["canaries_unreadable"] - sc["canaries_no_stack"]
         assert sc["guard_page_hit"] is None and sc["double_fault"] is None
         assert sc["usage"]["past_end"] == 0 and sc["usage"]["depth"] < sc["thread_size"]
-    assert sc["stack_protector"] is None  # no scenario calls __stack_chk_fail
+    if scenario["trigger"] != "stack_protector":
+        assert sc["stack_protector"] is None  # only that scenario calls __stack_chk_fail
     assert sc["trace_trustworthy"], f"{name}: {sc['trace_problems']}"
     assert sc["scan"] is None  # the guess is offered only for untrustworthy traces
     if not expect.get("damaged"):
