@@ -42,6 +42,7 @@ MODULE_RANGES_KEY = "kpostmortem.module_ranges"
 MAX_MODULES = 10_000
 MAX_RECORDS = 1 << 20
 MAX_FRAMES = 256
+MAX_CONSECUTIVE_FAULTS = 4096
 
 # struct pt_regs on x86-64 (arch/x86/include/asm/ptrace.h): 21 unsigned longs.
 _PT_REGS = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
@@ -247,29 +248,36 @@ def printk_lines_from_vmcoreinfo(prog: drgn.Program, info: dict[str, str]) -> li
     records: list[tuple[int, float, str | None, str]] = []
     current = tail_id & id_mask
     head = head_id & id_mask
+    faults = 0
     for _ in range(min(ring_mask + 1, MAX_RECORDS)):
         idx = current & ring_mask
         desc = descs + idx * desc_size
         try:
             state_var = u64(desc + sv_off)
             if state_var & id_mask == current and (state_var >> 62) & 3 in (1, 2):  # committed, finalized
-                begin = u64(desc + lpos_off + begin_off) & data_mask
-                nxt = u64(desc + lpos_off + next_off) & data_mask
-                begin += 8  # each data block starts with its descriptor id
-                if begin != nxt:
-                    if begin > nxt:  # the block wrapped to the start of the data ring
+                raw_begin = u64(desc + lpos_off + begin_off)
+                raw_next = u64(desc + lpos_off + next_off)
+                inf = infos + idx * info_size
+                seq = u64(inf + seq_off)
+                ts = u64(inf + ts_off)
+                caller = int.from_bytes(prog.read(inf + caller_off, 4), "little")
+                text = None
+                if not (raw_begin & 1 and raw_next & 1):  # both odd: a data-less record (skipped, as drgn does)
+                    begin = (raw_begin & data_mask) + 8  # each data block starts with its id
+                    nxt = raw_next & data_mask
+                    if begin > nxt:  # the block wrapped: its text is at the ring's start
                         begin = 8
-                    inf = infos + idx * info_size
-                    seq = u64(inf + seq_off)
-                    ts = u64(inf + ts_off)
                     text_len = int.from_bytes(prog.read(inf + len_off, 2), "little")
-                    caller = int.from_bytes(prog.read(inf + caller_off, 4), "little")
                     text_len = min(text_len, max(0, nxt - begin))
                     text = prog.read(data + begin, text_len).decode(errors="replace")
-                    who = f"C{caller & 0x7FFFFFFF}" if caller & 0x80000000 else f"T{caller}"
+                who = f"C{caller & 0x7FFFFFFF}" if caller & 0x80000000 else f"T{caller}"
+                if text is not None:
                     records.append((seq, ts / 1e9, who, text))
+            faults = 0
         except drgn.FaultError:
-            pass  # one unreadable record; the others may be fine
+            faults += 1  # one unreadable record; the others may be fine, but not thousands
+            if faults >= MAX_CONSECUTIVE_FAULTS:
+                break
         if current == head:
             break
         current = (current + 1) & id_mask

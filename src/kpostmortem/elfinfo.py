@@ -89,8 +89,9 @@ def parse_vmcoreinfo(text: bytes | str) -> dict[str, str]:
     info: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")
-        if sep and key:
-            info[key.strip()] = value.strip()
+        key = key.strip()
+        if sep and key:  # " =…" has no key (found by fuzzing: it gave the key "")
+            info[key] = value.strip()
     return info
 
 

@@ -211,6 +211,82 @@ dump_file_bytes = st.one_of(
     elf_core_file(),
 )
 
+# ---- the printk ring buffer as degraded mode reads it: VMCOREINFO layout + dump memory
+
+RING_BASE = 0xFFFF_8880_0000_0000
+# Linux 6.1's layout, as its VMCOREINFO gives it.
+RING_LAYOUT = {
+    "SIZE(printk_ringbuffer)": 88, "OFFSET(printk_ringbuffer.desc_ring)": 0,
+    "OFFSET(printk_ringbuffer.text_data_ring)": 48, "SIZE(prb_desc_ring)": 48,
+    "OFFSET(prb_desc_ring.count_bits)": 0, "OFFSET(prb_desc_ring.descs)": 8, "OFFSET(prb_desc_ring.infos)": 16,
+    "OFFSET(prb_desc_ring.head_id)": 24, "OFFSET(prb_desc_ring.tail_id)": 32, "SIZE(prb_desc)": 24,
+    "OFFSET(prb_desc.state_var)": 0, "OFFSET(prb_desc.text_blk_lpos)": 8, "OFFSET(prb_data_blk_lpos.begin)": 0,
+    "OFFSET(prb_data_blk_lpos.next)": 8, "SIZE(printk_info)": 88, "OFFSET(printk_info.seq)": 0,
+    "OFFSET(printk_info.ts_nsec)": 8, "OFFSET(printk_info.text_len)": 16, "OFFSET(printk_info.caller_id)": 20,
+    "OFFSET(prb_data_ring.size_bits)": 0, "OFFSET(prb_data_ring.data)": 8,
+}
+
+
+def build_ring(texts: list[bytes], states: list[int], count_bits: int, size_bits: int, first: int,
+               lpos: int, stamps: list[int] | None = None) -> bytes:
+    """Memory holding a printk ring buffer (its prb pointer at RING_BASE), written record by
+    record as the kernel does: an id-prefixed data block per record, wrapping to the ring's start."""
+    n, dsize = 1 << count_bits, 1 << size_bits
+    prb, descs, infos, data = 0x100, 0x200, 0x800, 0x1000
+    mem = bytearray(data + dsize)
+    put = lambda off, fmt, *v: struct.pack_into(fmt, mem, off, *v)  # noqa: E731
+    put(0, "<Q", RING_BASE + prb)
+    put(prb + 0, "<I", count_bits)
+    put(prb + 8, "<QQ", RING_BASE + descs, RING_BASE + infos)
+    put(prb + 48, "<I", size_bits)
+    put(prb + 56, "<Q", RING_BASE + data)
+    for i, (text, state) in enumerate(zip(texts, states, strict=True)):
+        rid = first + i
+        idx = rid & (n - 1)
+        size = 8 + ((len(text) + 7) & ~7)
+        begin = lpos
+        if (begin & (dsize - 1)) + size > dsize:
+            begin = (begin | (dsize - 1)) + 1
+        nxt = begin + size
+        off = begin & (dsize - 1)
+        put(data + off, "<Q", rid)
+        mem[data + off + 8 : data + off + 8 + len(text)] = text
+        put(descs + 24 * idx, "<QQQ", (state << 62) | rid, begin, nxt)
+        put(infos + 88 * idx, "<QQHxxI", i, (stamps or [0] * len(texts))[i], len(text), i + 1)
+        lpos = nxt
+    put(prb + 24, "<QQ", first + max(len(texts) - 1, 0), first)  # head_id, tail_id
+    return bytes(mem)
+
+
+def ring_vmcoreinfo() -> dict[str, str]:
+    return {**{k: str(v) for k, v in RING_LAYOUT.items()}, "SYMBOL(prb)": f"{RING_BASE:x}"}
+
+
+@st.composite
+def printk_ring(draw) -> tuple[bytes, dict[str, str]]:
+    """A ring buffer from build_ring, then damaged; its VMCOREINFO, sometimes wrong."""
+    count_bits, size_bits = draw(st.integers(1, 4)), draw(st.integers(6, 10))
+    nrec = draw(st.integers(0, 1 << count_bits))
+    texts = [draw(st.one_of(_line.map(lambda t: t.encode()), st.binary(max_size=40)))[: (1 << size_bits) // 4]
+             for _ in range(nrec)]
+    states = [draw(st.sampled_from([1, 2, 2, 3, 0])) for _ in range(nrec)]
+    mem = build_ring(texts, states, count_bits, size_bits, draw(st.integers(0, 2**62 - 1 - 64)),
+                     draw(st.integers(0, 2**40)) & ~7, [draw(st.integers(0, 2**40)) for _ in range(nrec)])
+    info = ring_vmcoreinfo()
+    for key in draw(st.lists(st.sampled_from(sorted(info)), max_size=2)):
+        info[key] = draw(st.sampled_from(["", "-1", "99999999", "0x10", "zz", str(draw(st.integers(0, 200)))]))
+    return _damage(draw, mem), info
+
+
+def _ring_program(mem: bytes):
+    import drgn
+
+    prog = drgn.Program(drgn.Platform(drgn.Architecture.X86_64,
+                                      drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN))
+    prog.add_memory_segment(RING_BASE, len(mem), lambda addr, count, offset, physical: mem[offset:offset + count])
+    return prog
+
+
 # -------------------------------------------------------------------------------- targets
 
 
@@ -288,6 +364,20 @@ def check_parse_elf_notes(data: bytes) -> None:
         assert pr is None or len(pr.registers) == len(elfinfo.X86_64_PRSTATUS_REGS)
 
 
+def check_printk_ring(mem: bytes, info: dict[str, str]) -> None:
+    import drgn
+
+    from kpostmortem.degraded import printk_lines_from_vmcoreinfo
+
+    try:
+        lines = printk_lines_from_vmcoreinfo(_ring_program(mem), info)
+    except (LookupError, ValueError, drgn.FaultError):
+        return  # said why: the layout is incomplete, the header damaged, the memory missing
+    assert isinstance(lines, list)
+    for ln in lines:
+        assert isinstance(ln, oopslog.LogLine) and "\n" not in ln.text
+
+
 # --------------------------------------------------------------------- target registry
 
 # name → (check function, strategy of its argument tuple, input → JSON, JSON → input)
@@ -318,6 +408,9 @@ TARGETS: dict[str, tuple[Callable[..., None], Any, Callable[..., Any], Callable[
                                  lambda d: _hex(d), lambda j: (bytes.fromhex(j),)),
     "elfinfo.parse_vmcoreinfo": (check_parse_vmcoreinfo, st.tuples(_vmcoreinfo_text),
                                  lambda d: _hex(d), lambda j: (bytes.fromhex(j),)),
+    "degraded.printk_lines_from_vmcoreinfo": (check_printk_ring, printk_ring(),
+                                              lambda m, i: {"memory": _hex(m), "vmcoreinfo": i},
+                                              lambda j: (bytes.fromhex(j["memory"]), j["vmcoreinfo"])),
     "elfinfo.parse_elf_notes": (check_parse_elf_notes, st.tuples(st.one_of(notes_blob(), st.binary(max_size=600))),
                                 lambda d: _hex(d), lambda j: (bytes.fromhex(j),)),
 }
@@ -386,6 +479,26 @@ def test_fuzz_parse_vmcoreinfo(data):
 @given(st.one_of(notes_blob(), st.binary(max_size=600)))
 def test_fuzz_parse_elf_notes(data):
     check_parse_elf_notes(data)
+
+
+@settings(FAST, max_examples=80)
+@given(printk_ring())
+def test_fuzz_printk_ring(args):
+    check_printk_ring(*args)
+
+
+def test_printk_ring_reader_reads_back_what_the_kernel_wrote():
+    """The ring buffer reader on a ring written as the kernel writes it, wrapped around."""
+    from kpostmortem.degraded import printk_lines_from_vmcoreinfo
+
+    texts = [f"message {i}: {'x' * (i % 7)}".encode() for i in range(12)]
+    states = [2] * 11 + [1]
+    # A 512-byte data ring, written from 40 bytes before its end: the second block wraps.
+    mem = build_ring(texts, states, count_bits=4, size_bits=9, first=1000, lpos=(1 << 9) * 3 - 40,
+                     stamps=[i * 1_000_000 for i in range(12)])
+    lines = printk_lines_from_vmcoreinfo(_ring_program(mem), ring_vmcoreinfo())
+    assert [ln.text for ln in lines] == [t.decode() for t in texts]
+    assert lines[-1].timestamp == 0.011 and lines[-1].caller == "T12"
 
 
 def _regression_files() -> list[Path]:
