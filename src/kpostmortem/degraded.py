@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import drgn
 
 from .elfinfo import DumpHeader, PrStatus
-from .oopslog import LogLine, parse_trace_entry
+from .oopslog import LogLine
 
 __all__ = [
     "DegradedState",
@@ -421,8 +421,3 @@ def _has_main(prog: drgn.Program) -> bool:
         return prog.main_module().address_range is not None
     except LookupError:
         return False
-
-
-def parse_entry(text: str):
-    """``func+0x1c/0x30 [mod]`` → TraceEntry (re-exported for tests)."""
-    return parse_trace_entry(text)
