@@ -57,16 +57,23 @@ _NUMBER = re.compile(r"\b\d+\b")
 
 
 def _stack_checks(sc: dict[str, Any]) -> dict[str, Any]:
-    """What stack forensics concluded, without the per-boot sizes (stack offsets are randomised)."""
+    """What stack forensics concluded, without the per-boot sizes (stack offsets are randomised).
+
+    Keeps the section's shape (dicts stay dicts) so the renderers can render it.
+    """
     if not sc:
         return {}
+
+    def only(d: dict[str, Any] | None, *keys: str) -> dict[str, Any] | None:
+        return None if not d else {k: d.get(k) for k in keys}
+
     return {
-        "canaries_damaged": [{"comm": c.get("comm"), "cause": c.get("cause")} for c in sc.get("canaries_damaged", [])],
+        "canaries_damaged": [only(c, "comm", "cause") for c in sc.get("canaries_damaged", [])],
         "crashed_task_canary_damaged": sc.get("crashed_task_canary_damaged"),
-        "guard_page_hit": (sc.get("guard_page_hit") or {}).get("function"),
-        "recursion": [r.get("functions") for r in sc.get("recursion") or []],
-        "double_fault": (sc.get("double_fault") or {}).get("name"),
-        "stack_protector": (sc.get("stack_protector") or {}).get("function") if sc.get("stack_protector") else None,
+        "guard_page_hit": only(sc.get("guard_page_hit"), "function", "unmapped_guard"),
+        "recursion": [only(r, "functions") for r in sc.get("recursion") or []],
+        "double_fault": only(sc.get("double_fault"), "name"),
+        "stack_protector": only(sc.get("stack_protector"), "function"),
         "trace_trustworthy": sc.get("trace_trustworthy"),
     }
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 
-def hexa(v: int | None) -> str:
-    return "?" if v is None else f"0x{v:x}"
+def hexa(v: int | str | None) -> str:
+    """0x-hex of an address; a normalised report's placeholders ("ADDR") pass through."""
+    if v is None:
+        return "?"
+    return v if isinstance(v, str) else f"0x{v:x}"
 
 
 def size_text(n: int | None) -> str:

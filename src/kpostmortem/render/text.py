@@ -37,7 +37,9 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
         f"{size_text(d.get('size'))}) · {d.get('release') or '?'} {d.get('arch') or ''}"
     )
     out.append("")
-    out.append(f"{c(_BOLD, 'VERDICT')}  {c(_BOLD + _RED, v.get('title', '?'))}")
+    title_lines = textwrap.wrap(v.get("title", "?"), WIDTH - 9, break_on_hyphens=False) or ["?"]
+    out.append(f"{c(_BOLD, 'VERDICT')}  {c(_BOLD + _RED, title_lines[0])}")
+    out.extend(" " * 9 + c(_BOLD + _RED, t) for t in title_lines[1:])
     out.append(
         f"         category {v.get('category')} · confidence {v.get('confidence')} · "
         f"signature {v.get('signature')}" + (" · DEGRADED (no kernel DWARF)" if v.get("degraded") else "")
@@ -117,13 +119,12 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
         if fault.get("fault_address") is not None:
             facts.append(f"fault address {hexa(fault['fault_address'])}")
         if facts:
-            out.append("  " + " · ".join(facts))
+            out.extend(_wrap("  " + " · ".join(facts)))
         if fault.get("address_class"):
             out.append(f"  {fault['address_class'].get('description')}")
         if fault.get("mapping"):
-            out.append(
-                f"  page-table walk: {fault['mapping']}" + (f" · {fault['identity']}" if fault.get("identity") else "")
-            )
+            identity = f" · {fault['identity']}" if fault.get("identity") else ""
+            out.extend(_wrap(f"  page-table walk: {fault['mapping']}{identity}"))
         if (fault.get("origin") or {}).get("text"):
             out.append(f"  {fault['origin']['text']}")
         if (fault.get("bug") or {}).get("file"):
@@ -171,8 +172,10 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
     return "\n".join(out) + "\n"
 
 
-def _hex_or_q(value: int | None) -> str:
-    return "?" if value is None else f"0x{value:x}"
+def _hex_or_q(value: int | str | None) -> str:
+    if value is None:
+        return "?"
+    return value if isinstance(value, str) else f"0x{value:x}"
 
 
 def stack_check_lines(report: dict[str, Any], width: int | None = WIDTH) -> list[str]:
