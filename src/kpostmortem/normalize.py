@@ -23,6 +23,7 @@ DROP_KEYS = frozenset({
 # Keys dropped only inside the report's ``debug_info`` section (paths of this machine).
 _KERNEL_HALF = 0xFF00000000000000
 
+_PERCPU_COMM = re.compile(r"\b(swapper|kworker|ksoftirqd|migration|cpuhp|idle_inject|rcuc|kthreadd)/[\d:]+[A-Za-z]*")
 _KADDR = re.compile(r"\b(0x)?(ff[0-9a-f]{14})\b", re.I)
 _TIME = re.compile(r"\b\d+\.\d+ ?s\b")
 _PID = re.compile(r"\b(pid|PID:?|CPU:?|CPU#)\s*\d+")
@@ -35,6 +36,7 @@ def mask(text: str | None) -> str | None:
     if text is None:
         return None
     text = _KADDR.sub("ADDR", text)
+    text = _PERCPU_COMM.sub(lambda m: m.group(1) + "/N", text)
     text = _TIME.sub("T s", text)
     text = _STUCK.sub("stuck for Ns", text)
     text = _PID.sub(lambda m: m.group(1) + " N", text)
@@ -82,6 +84,20 @@ def normalized_report(report: dict[str, Any]) -> dict[str, Any]:
     """The boot-independent subset of a report dict, in the report's own shape."""
     out = _walk(report)
     out["stack_checks"] = _stack_checks(report.get("stack_checks") or {})
+    stack = out.get("stack") or {}
+    if "frames" in stack:
+        # Recursion depth varies per boot (randomised stack offset): one entry per run of
+        # identical frames, renumbered.
+        frames = []
+        for f in stack["frames"]:
+            f = {k: v for k, v in f.items() if k != "index"}
+            if frames and frames[-1] == f:
+                continue
+            frames.append(f)
+        stack["frames"] = [{**f, "index": i} for i, f in enumerate(frames)]
+    stack.pop("segments", None)
+    for m in (out.get("modules") or {}).get("loaded", []):
+        m.pop("frames", None)
     # Which kworkers happen to sleep in D state at crash time is a matter of timing.
     out.pop("blocked_tasks", None)
     # Evidence keeps its claims; sizes, counts and offsets in its wording may vary per boot.
