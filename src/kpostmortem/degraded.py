@@ -43,6 +43,7 @@ MAX_MODULES = 10_000
 MAX_RECORDS = 1 << 20
 MAX_FRAMES = 256
 MAX_CONSECUTIVE_FAULTS = 4096
+_U64 = (1 << 64) - 1
 
 # struct pt_regs on x86-64 (arch/x86/include/asm/ptrace.h): 21 unsigned longs.
 _PT_REGS = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
@@ -175,7 +176,7 @@ def stack_from_prstatus(prog: drgn.Program, pr: PrStatus, kernel_range: tuple[in
         except drgn.FaultError:
             ret = None
         if ret is not None and _readable(prog, ret):
-            caller = unwind({**pr.registers, "rip": ret, "rsp": sp + 8})
+            caller = unwind({**pr.registers, "rip": ret, "rsp": (sp + 8) & _U64})
             frames = frames[:1] + [_ReturnFrame(f) if i == 0 else f for i, f in enumerate(caller)]
     return LinuxKernelStack(prog, [StackSegment(StackKind.UNKNOWN, frames[:MAX_FRAMES])])
 
@@ -222,16 +223,21 @@ def printk_lines_from_vmcoreinfo(prog: drgn.Program, info: dict[str, str]) -> li
     prb_ptr = _vmcoreinfo_symbol(info, "prb")
     if prb_ptr is None:
         raise LookupError("VMCOREINFO has no SYMBOL(prb): not a lockless printk ring buffer (Linux < 5.10)")
-    u64 = lambda addr: int.from_bytes(prog.read(addr, 8), "little")  # noqa: E731
+    def read(addr: int, size: int) -> bytes:
+        # Damaged VMCOREINFO values (negative, huge) wrap like the kernel's own arithmetic
+        # (found by fuzzing: SYMBOL(prb)=-1 raised OverflowError).
+        return prog.read(addr & _U64, size)
+
+    u64 = lambda addr: int.from_bytes(read(addr, 8), "little")  # noqa: E731
     prb = u64(prb_ptr)
     desc_ring = prb + off("printk_ringbuffer.desc_ring")
     text_ring = prb + off("printk_ringbuffer.text_data_ring")
-    count_bits = int.from_bytes(prog.read(desc_ring + off("prb_desc_ring.count_bits"), 4), "little")
+    count_bits = int.from_bytes(read(desc_ring + off("prb_desc_ring.count_bits"), 4), "little")
     descs = u64(desc_ring + off("prb_desc_ring.descs"))
     infos = u64(desc_ring + off("prb_desc_ring.infos"))
     head_id = u64(desc_ring + off("prb_desc_ring.head_id"))
     tail_id = u64(desc_ring + off("prb_desc_ring.tail_id"))
-    size_bits = int.from_bytes(prog.read(text_ring + off("prb_data_ring.size_bits"), 4), "little")
+    size_bits = int.from_bytes(read(text_ring + off("prb_data_ring.size_bits"), 4), "little")
     data = u64(text_ring + off("prb_data_ring.data"))
     if not 0 < count_bits <= 24 or not 0 < size_bits <= 32:
         raise ValueError(f"printk ring buffer header is damaged (count_bits {count_bits}, size_bits {size_bits})")
@@ -260,16 +266,16 @@ def printk_lines_from_vmcoreinfo(prog: drgn.Program, info: dict[str, str]) -> li
                 inf = infos + idx * info_size
                 seq = u64(inf + seq_off)
                 ts = u64(inf + ts_off)
-                caller = int.from_bytes(prog.read(inf + caller_off, 4), "little")
+                caller = int.from_bytes(read(inf + caller_off, 4), "little")
                 text = None
                 if not (raw_begin & 1 and raw_next & 1):  # both odd: a data-less record (skipped, as drgn does)
                     begin = (raw_begin & data_mask) + 8  # each data block starts with its id
                     nxt = raw_next & data_mask
                     if begin > nxt:  # the block wrapped: its text is at the ring's start
                         begin = 8
-                    text_len = int.from_bytes(prog.read(inf + len_off, 2), "little")
+                    text_len = int.from_bytes(read(inf + len_off, 2), "little")
                     text_len = min(text_len, max(0, nxt - begin))
-                    text = prog.read(data + begin, text_len).decode(errors="replace")
+                    text = read(data + begin, text_len).decode(errors="replace")
                 who = f"C{caller & 0x7FFFFFFF}" if caller & 0x80000000 else f"T{caller}"
                 if text is not None:
                     records.append((seq, ts / 1e9, who, text))
@@ -309,7 +315,7 @@ def module_names(prog: drgn.Program, limit: int = MAX_MODULES) -> tuple[list[str
             if len(names) >= limit:
                 return names, f"more than {limit} modules: stopped"
             seen.add(node)
-            raw = prog.read(node - 8 + 24, 56).split(b"\0", 1)[0]
+            raw = prog.read((node - 8 + 24) & _U64, 56).split(b"\0", 1)[0]
             name = raw.decode("ascii", errors="replace")
             if not raw or not name.isprintable():
                 return names, f"module at 0x{node - 8:x} has no readable name: list damaged"
