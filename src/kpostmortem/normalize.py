@@ -23,6 +23,12 @@ DROP_KEYS = frozenset({
 # Keys dropped only inside the report's ``debug_info`` section (paths of this machine).
 _KERNEL_HALF = 0xFF00000000000000
 
+# %p prints hashed pointers: 16 hex digits that change every boot (small values, like a NULL
+# dereference's 0000000000000018, are kept).
+_HEX16 = re.compile(r"\b[0-9a-f]{16}\b", re.I)
+# rip-relative displacements depend on where the module was loaded.
+_RIP_DISP = re.compile(r"\[rip ([+-]) 0x[0-9a-f]+\]")
+_TASK_PID = re.compile(r"\b(task \S+?):\d+\b")
 _PERCPU_COMM = re.compile(r"\b(swapper|kworker|ksoftirqd|migration|cpuhp|idle_inject|rcuc|kthreadd)/[\d:]+[A-Za-z]*")
 _KADDR = re.compile(r"\b(0x)?(ff[0-9a-f]{14})\b", re.I)
 _TIME = re.compile(r"\b\d+\.\d+ ?s\b")
@@ -36,6 +42,9 @@ def mask(text: str | None) -> str | None:
     if text is None:
         return None
     text = _KADDR.sub("ADDR", text)
+    text = _HEX16.sub(lambda m: m.group(0) if int(m.group(0), 16) < 0x10000 else "ADDR", text)
+    text = _RIP_DISP.sub(r"[rip \1 DISP]", text)
+    text = _TASK_PID.sub(r"\1:N", text)
     text = _PERCPU_COMM.sub(lambda m: m.group(1) + "/N", text)
     text = _TIME.sub("T s", text)
     text = _STUCK.sub("stuck for Ns", text)
@@ -98,6 +107,11 @@ def normalized_report(report: dict[str, Any]) -> dict[str, Any]:
     stack.pop("segments", None)
     for m in (out.get("modules") or {}).get("loaded", []):
         m.pop("frames", None)
+    for rec in (out.get("log") or {}).get("records", []):
+        trace = rec.get("call_trace") or []
+        rec["call_trace"] = [f for i, f in enumerate(trace) if i == 0 or trace[i - 1] != f]
+    if out["verdict"].get("explanation"):
+        out["verdict"]["explanation"] = _NUMBER.sub("N", out["verdict"]["explanation"])
     # Which kworkers happen to sleep in D state at crash time is a matter of timing.
     out.pop("blocked_tasks", None)
     # Evidence keeps its claims; sizes, counts and offsets in its wording may vary per boot.
