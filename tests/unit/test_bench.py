@@ -262,3 +262,26 @@ def test_tree_sampler_sees_its_own_session():
     sampler._sample()
     assert sampler.peak_rss_pages > 0
     assert os.getpid() in sampler.cpu_ticks
+
+
+def test_crash_failing_silently_is_named():
+    assert bench.check_crash(1, "", "") == (False, "exit 1 without a word")
+
+
+def test_saved_json_round_trip():
+    import dataclasses
+    import json
+
+    rs = [result("a", [8.0, 9.0], [0.5, 0.6], [0.6, 0.7]), result("b", [5.0], [0.5], [0.6], a_ok=False)]
+    rs[1].stale = "stale: x"
+    batch = {1: [run("batch-j1", 20.0)], 2: [run("batch-j2", 15.0)]}
+    data = json.loads(json.dumps({
+        "dumps": [{**dataclasses.asdict(r), "notes": r.notes()} for r in rs],
+        "batch": {str(j): [dataclasses.asdict(x) for x in runs] for j, runs in batch.items()},
+    }))
+    back, back_batch = bench.load_saved(data)
+    assert back == rs
+    assert back_batch == batch
+    assert bench.render_table(back) == bench.render_table(rs)
+    assert bench.sequential_seconds(back, 2) == pytest.approx(0.65 + 0.6)  # sum of kpm medians
+    assert bench.sequential_seconds(back, 3) is None  # the batch covered dumps not timed alone
