@@ -285,3 +285,11 @@ def test_saved_json_round_trip():
     assert bench.render_table(back) == bench.render_table(rs)
     assert bench.sequential_seconds(back, 2) == pytest.approx(0.65 + 0.6)  # sum of kpm medians
     assert bench.sequential_seconds(back, 3) is None  # the batch covered dumps not timed alone
+
+
+def test_python_tools_get_a_bytecode_cache():
+    env = bench.tool_env("kpm", {"PYTHONDONTWRITEBYTECODE": "1"}, "/c")
+    assert env == {"PYTHONPYCACHEPREFIX": "/c"}
+    assert bench.tool_env("kpm", {"PYTHONDONTWRITEBYTECODE": "1"}) == {"PYTHONDONTWRITEBYTECODE": "1"}
+    assert bench.tool_env("crash", {"PYTHONDONTWRITEBYTECODE": "1"}, "/c") == {"PYTHONDONTWRITEBYTECODE": "1"}
+    assert bench.tool_env("drgn", {"PYTHONPYCACHEPREFIX": "/mine"}, "/c")["PYTHONPYCACHEPREFIX"] == "/mine"
