@@ -338,10 +338,16 @@ def _every_task(prog: drgn.Program, errors: list[str]) -> Iterator[drgn.Object]:
         errors.append(f"PID table walk stopped, walking the task list instead: {e}")
         try:
             head = prog["init_task"].tasks.address_of_()
+            walked: set[int] = set()
             for task in list_for_each_entry("struct task_struct", head, "tasks"):
-                if task.value_() in seen:
+                addr = task.value_()
+                if addr in walked:  # a corrupted list that cycles without passing the head
+                    errors.append(f"task list cycles at 0x{addr:x}: walk stopped")
+                    break
+                walked.add(addr)
+                if addr in seen:
                     continue
-                seen.add(task.value_())
+                seen.add(addr)
                 yield task
         except drgn.FaultError as e2:
             errors.append(f"task list walk stopped: {e2}")
