@@ -11,11 +11,9 @@ from dataclasses import asdict
 
 from ..context import Context
 from ..degraded import module_names
+from ..helpers.modules import modules_section
 from ..report import Frame, Report
 from ..taint import decode_taint_letters, taint_mask_from_letters
-
-TAINT_WORDS = {"O": "out-of-tree", "E": "unsigned", "P": "proprietary", "F": "force-loaded",
-               "C": "staging", "X": "auxiliary", "K": "livepatch", "T": "randstruct", "N": "test"}
 
 
 def _how(frames, records) -> tuple[str, str]:
@@ -100,24 +98,12 @@ def run(ctx: Context, report: Report) -> None:
     taints: dict[str, str] = {}
     for r in records:
         taints.update(r.module_taints)
-    mods = []
-    for name in sorted(set(names) | set(taints)):
-        letters = taints.get(name, "")
-        mods.append({
-            "name": name, "size": None, "state": None, "taints": letters,
-            "taint_names": [TAINT_WORDS.get(f.letter, f.name) for f in decode_taint_letters(letters)],
-            "version": None, "srcversion": None, "sig_ok": None,
-            "frames": [f.index for f in report.frames if f.module == name],
-            "debug_file": ctx.dump.debug.modules.get(name),
-        })
-    report.modules = {
-        "loaded": mods,
-        "count": len(mods),
-        "tainting": [m["name"] for m in mods if m["taints"]],
-        "in_trace": sorted({f.module for f in report.frames if f.module}),
-        "unknown_symbols": [{"module": m, "symbol": s} for m, s in ctx.log.unknown_symbols],
-        "symbol_version_errors": [{"module": m, "symbol": s} for m, s in ctx.log.symbol_version_errors],
-        "verification_failures": list(ctx.log.module_verification_failures),
+    mods = [
+        {"name": name, "size": None, "state": None, "taints": taints.get(name, ""),
+         "version": None, "srcversion": None, "sig_ok": None}
+        for name in set(names) | set(taints)
+    ]
+    report.modules = modules_section(mods, report.frames, ctx.log, ctx.dump.debug.modules) | {
         "source": "the raw modules list and the log's 'Modules linked in:' (degraded mode)",
         "problem": problem,
     }

@@ -8,7 +8,11 @@ from __future__ import annotations
 import drgn
 from drgn.helpers.linux.module import address_to_module, for_each_module, module_taints
 
-__all__ = ["module_of_address", "module_facts", "loaded_modules"]
+__all__ = ["module_of_address", "module_facts", "loaded_modules", "modules_section", "TAINT_WORDS"]
+
+# Module taint letters in the words a report uses.
+TAINT_WORDS = {"O": "out-of-tree", "E": "unsigned", "P": "proprietary", "F": "force-loaded",
+               "C": "staging", "X": "auxiliary", "K": "livepatch", "T": "randstruct", "N": "test"}
 
 MODULE_STATES = {0: "live", 1: "coming", 2: "going", 3: "unformed"}
 
@@ -81,3 +85,24 @@ def loaded_modules(prog: drgn.Program, limit: int = 10000) -> list[drgn.Object]:
         seen.add(addr)
         out.append(mod)
     return out
+
+
+def modules_section(mods: list[dict], frames: list, log, debug_files: dict[str, str]) -> dict:
+    """The report's modules section from per-module facts (``module_facts`` or degraded ones),
+    the crashed stack's frames, the parsed log and the debug files loaded per module."""
+    from ..taint import decode_taint_letters
+
+    for m in mods:
+        m["taint_names"] = [TAINT_WORDS.get(f.letter, f.name) for f in decode_taint_letters(m.get("taints") or "")]
+        m["frames"] = [f.index for f in frames if f.module == m["name"]]
+        m["debug_file"] = debug_files.get(m["name"])
+    mods.sort(key=lambda m: m["name"])
+    return {
+        "loaded": mods,
+        "count": len(mods),
+        "tainting": [m["name"] for m in mods if m.get("taints")],
+        "in_trace": sorted({f.module for f in frames if f.module}),
+        "unknown_symbols": [{"module": m, "symbol": s} for m, s in log.unknown_symbols],
+        "symbol_version_errors": [{"module": m, "symbol": s} for m, s in log.symbol_version_errors],
+        "verification_failures": list(log.module_verification_failures),
+    }
