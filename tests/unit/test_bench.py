@@ -260,7 +260,7 @@ def test_parse_proc_stat():
 def test_tree_sampler_sees_its_own_session():
     sampler = bench.TreeSampler(os.getsid(0), interval=0.01)
     sampler._sample()
-    assert sampler.peak_rss_pages > 0
+    assert sampler.peak_pss_kib > 0
     assert os.getpid() in sampler.cpu_ticks
 
 
