@@ -9,9 +9,11 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
-import capstone
-from capstone import x86 as cs_x86
+if TYPE_CHECKING:  # capstone is imported where code is decoded: a panic without an oops needs none
+    import capstone
+
 
 __all__ = [
     "ARCHES",
@@ -99,6 +101,8 @@ class Instruction:
 def _disassembler(arch: str) -> capstone.Cs:
     if arch != "x86_64":
         raise ValueError(f"unsupported architecture {arch!r}; known: {', '.join(ARCHES)}")
+    import capstone
+
     md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     md.detail = True
     return md
@@ -113,6 +117,8 @@ _POPS = frozenset({"pop", "popfq", "popf", "ret", "retf", "leave"})
 
 
 def _access(mnemonic: str, cs_access: int) -> str:
+    import capstone
+
     if mnemonic in _READ_WRITE:
         return "read-write"
     read = bool(cs_access & capstone.CS_AC_READ)
@@ -135,6 +141,9 @@ def _stack_slot(mnemonic: str) -> MemOperand | None:
 
 
 def _convert(insn: capstone.CsInsn) -> Instruction:
+    import capstone
+    from capstone import x86 as cs_x86
+
     mnemonic = insn.mnemonic
     base_mnemonic = mnemonic.split()[-1] if mnemonic else mnemonic
     mems: list[MemOperand] = []
@@ -210,14 +219,20 @@ def decode(code: bytes, address: int, arch: str = "x86_64") -> list[Instruction]
     return out
 
 
-def _aligned_run(
-    arch: str, code: bytes, start_off: int, pc_off: int, base: int
-) -> list[Instruction] | None:
-    """Instructions decoded from ``start_off`` if they end exactly at ``pc_off``, else None."""
-    insns = decode(code[start_off:pc_off], base + start_off, arch)
-    if any(i.mnemonic == BAD_MNEMONIC for i in insns):
-        return None
-    return insns
+def _boundaries(arch: str, code: bytes, start_off: int, pc_off: int, base: int) -> tuple[int, ...] | None:
+    """Start addresses of the instructions decoded from ``start_off`` if they end exactly at
+    ``pc_off`` with no invalid byte on the way, else None.
+
+    Only lengths are needed here, so capstone's light mode (no operand details) is used: the
+    full conversion is done once, for the run that wins.
+    """
+    md = _disassembler(arch)
+    addresses = []
+    end = start_off
+    for address, size, _mnemonic, _ops in md.disasm_lite(code[start_off:pc_off], base + start_off):
+        addresses.append(address)
+        end += size
+    return tuple(addresses) if addresses and end == pc_off else None
 
 
 def decode_window(
@@ -242,24 +257,19 @@ def decode_window(
     if pc_off >= len(code):
         return [], None
     votes: Counter[tuple[int, ...]] = Counter()
-    runs: dict[tuple[int, ...], list[Instruction]] = {}
     if before > 0:
         for start_off in range(pc_off):
-            insns = _aligned_run(arch, code, start_off, pc_off, code_start)
-            if not insns:
-                continue
-            tail = insns[-before:]
-            key = tuple(i.address for i in tail)
-            votes[key] += 1
-            runs.setdefault(key, tail)
+            run = _boundaries(arch, code, start_off, pc_off, code_start)
+            if run:
+                votes[run[-before:]] += 1
     prefix: list[Instruction] = []
     if votes:
         best = max(votes.values())
-        # Among equally supported alignments, the one from the earliest start (most context).
-        for key in runs:
-            if votes[key] == best:
-                prefix = runs[key]
-                break
+        # Among equally supported alignments, the one from the earliest start (most context):
+        # a Counter keeps the order in which its keys were first seen.
+        key = next(k for k, n in votes.items() if n == best)
+        tail_off = (key[0] - code_start) & _U64
+        prefix = decode(code[tail_off:pc_off], key[0], arch)
     forward = decode(code[pc_off:], pc, arch)
     at_pc = forward[0]
     rest = []

@@ -285,8 +285,11 @@ def _display_with_str() -> None:
         from drgn.cli import display_str
     except ImportError:  # drgn before 0.0.31 has no display_str: the dataclass repr is shown
         return
-    display_str(Verdict)
-    display_str(Report)
+    from .helpers.fault import FaultExplanation
+    from .helpers.stack import CanaryState
+
+    for cls in (Verdict, Report, FaultExplanation, CanaryState):
+        display_str(cls)
 
 
 _display_with_str()

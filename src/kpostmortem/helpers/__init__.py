@@ -3,22 +3,10 @@
 ``from kpostmortem.helpers import *`` in any drgn session. They return values and never print,
 unless their name says so. Inside kpostmortem, import the submodules (``.fault``, ``.stack``,
 ``.modules``): this package also re-exports the analysis-level helpers of
-:mod:`kpostmortem.session`, which run the pipeline.
+:mod:`kpostmortem.session`, which run the pipeline. Those are imported on first use (PEP 562),
+so that the analyzers, which import the submodules, do not pay for the interactive API.
 """
 
-from ..session import (
-    crash_analysis,
-    crash_report,
-    crash_verdict,
-    fault_explanation,
-    format_fault_explanation,
-    format_stack_checks,
-    panic_stack_trace,
-    print_fault,
-    print_report,
-    print_stack_checks,
-    print_verdict,
-)
 from . import stack as _stack
 from .fault import (
     FaultExplanation,
@@ -33,41 +21,41 @@ from .fault import (
 from .modules import loaded_modules, module_facts, module_of_address
 from .stack import *  # noqa: F403 - the stack helpers' own __all__
 
-__all__ = [
-    *_stack.__all__,
-    "FaultExplanation",
-    "Suspect",
+# Re-exported from kpostmortem.session on first use (see __getattr__).
+_SESSION_NAMES = (
     "crash_analysis",
     "crash_report",
     "crash_verdict",
+    "fault_explanation",
+    "format_fault_explanation",
+    "format_stack_checks",
+    "panic_stack_trace",
+    "print_fault",
+    "print_report",
+    "print_stack_checks",
+    "print_verdict",
+)
+
+__all__ = [  # noqa: PLE0604 - the session names resolve through __getattr__
+    *_stack.__all__,
+    *_SESSION_NAMES,
+    "FaultExplanation",
+    "Suspect",
     "bug_entry_at",
     "exception_frame_index",
     "explain_fault",
     "explain_fault_at",
     "kernel_mapping",
     "vmap_context",
-    "fault_explanation",
-    "format_fault_explanation",
-    "format_stack_checks",
     "loaded_modules",
     "module_facts",
     "module_of_address",
-    "panic_stack_trace",
-    "print_fault",
-    "print_report",
-    "print_stack_checks",
-    "print_verdict",
 ]
 
 
-def _display_with_str() -> None:
-    """drgn's REPL shows these results with ``str()`` (when they define one), like drgn's own types."""
-    try:
-        from drgn.cli import display_str
-    except ImportError:  # drgn before 0.0.31: the REPL shows the dataclass repr
-        return
-    display_str(FaultExplanation)
-    display_str(_stack.CanaryState)
+def __getattr__(name: str):
+    if name in _SESSION_NAMES:
+        from .. import session
 
-
-_display_with_str()
+        return getattr(session, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

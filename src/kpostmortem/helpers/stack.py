@@ -17,9 +17,8 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import capstone
 import drgn
 from drgn.helpers.linux.cpumask import for_each_online_cpu
 from drgn.helpers.linux.list import list_for_each_entry
@@ -28,6 +27,9 @@ from drgn.helpers.linux.percpu import per_cpu
 from drgn.helpers.linux.pid import for_each_pid, pid_task
 from drgn.helpers.linux.sched import idle_task, task_cpu
 from drgn.helpers.linux.stack import kernel_stack_trace
+
+if TYPE_CHECKING:
+    import capstone
 
 __all__ = [
     "STACK_END_MAGIC",
@@ -1122,6 +1124,8 @@ _CS: capstone.Cs | None = None
 def _disassembler() -> capstone.Cs:
     global _CS
     if _CS is None:
+        import capstone  # here, not at import: only the stack scan disassembles
+
         _CS = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     return _CS
 
