@@ -127,9 +127,11 @@ def analyze(
     """
     if redact_comm and not redact:
         raise click.UsageError("--redact-comm goes with --redact")
-    from .dump import open_dump
+    from .dump import open_dump, skip_session_plugins
     from .pipeline import analyze_dump
     from .render import render
+
+    skip_session_plugins()
 
     # drgn logs its own warnings (unreadable module list…); the report says what failed.
     logging.getLogger("drgn").setLevel(logging.CRITICAL)
@@ -248,6 +250,9 @@ def batch(
     import json
 
     from .batch import FleetError, batch_exit_code, find_dumps, run_batch, text_line, text_summary
+    from .dump import skip_session_plugins
+
+    skip_session_plugins()  # before the workers start: they inherit the environment
 
     if redact_comm and not redact:
         raise click.UsageError("--redact-comm goes with --redact")
