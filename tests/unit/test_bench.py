@@ -293,3 +293,37 @@ def test_python_tools_get_a_bytecode_cache():
     assert bench.tool_env("kpm", {"PYTHONDONTWRITEBYTECODE": "1"}) == {"PYTHONDONTWRITEBYTECODE": "1"}
     assert bench.tool_env("crash", {"PYTHONDONTWRITEBYTECODE": "1"}, "/c") == {"PYTHONDONTWRITEBYTECODE": "1"}
     assert bench.tool_env("drgn", {"PYTHONPYCACHEPREFIX": "/mine"}, "/c")["PYTHONPYCACHEPREFIX"] == "/mine"
+
+
+def test_default_corpus_leaves_out_the_scale_group(tmp_path, monkeypatch):
+    root = tmp_path / "vmcores"
+    for name in ("null-write", "null-write-4g", "gone-from-manifest"):
+        (root / name).mkdir(parents=True)
+        (root / name / "vmcore").write_bytes(b"KDUMP   ")
+        (root / name / "meta.json").write_text("{}")
+    monkeypatch.setenv("KPM_CACHE", str(tmp_path))
+    groups = {"null-write": "corpus", "null-write-4g": "scale"}
+    found, missing = bench.corpus([], groups)
+    assert [name for name, _d, _m in found] == ["null-write"] and missing == []
+    found, _ = bench.corpus(["null-write-4g"], groups)  # named: taken whatever its group
+    assert [name for name, _d, _m in found] == ["null-write-4g"]
+
+
+def test_manifest_groups_read_the_real_manifest():
+    groups = bench.manifest_groups()
+    assert groups["null-write"] == "corpus"
+    assert set(groups.values()) <= {"corpus", "scale"}
+
+
+def test_scale_table_has_ram_tasks_and_ratios():
+    r = result("threads-2k", [6.0], [0.4], [0.5])
+    r.memory_mib, r.tasks = 4096, 2061
+    table = bench.render_scale_table([r])
+    row = table.splitlines()[2]
+    assert row.startswith("| threads-2k | 4 GiB | 2061 |")
+    assert "| 1.25 |" in row  # c/b
+
+
+def test_tasks_checked_reads_the_canary_sweep():
+    assert bench.tasks_checked('{"stack_checks": {"canaries_checked": 61}}') == 61
+    assert bench.tasks_checked("not json") is None
