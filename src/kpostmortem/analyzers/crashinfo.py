@@ -13,6 +13,21 @@ from ..context import Context
 from ..report import Frame, Report
 from ..taint import decode_taint_mask
 
+
+def _panic_message_of(ctx: Context) -> bytes | None:
+    """drgn's panic_message, matched on the log records the context has already read.
+
+    ``panic_message(prog)`` reads and decodes the whole printk ring again (~12 ms on our
+    dumps); its matcher is applied to the same text, built as ``get_dmesg(timestamps=False)``
+    builds it. Falls back to the public helper if drgn's matcher moves.
+    """
+    try:
+        from drgn.helpers.linux.panic import _panic_message
+    except ImportError:
+        return panic_message(ctx.prog)
+    return _panic_message(b"\n".join([*(r.text for r in ctx.printk_records), b""]))
+
+
 # Functions whose presence on the crashed stack says how the crash was triggered.
 _HOW_BY_FUNCTION = (
     ("sysrq_handle_crash", "sysrq", "forced crash: SysRq-c (sysrq_handle_crash)"),
@@ -87,7 +102,7 @@ def run(ctx: Context, report: Report) -> None:
     except (LookupError, drgn.FaultError, ValueError):
         s["uptime_seconds"] = last_log
     s["crash_time"] = ctx.dump.header.crash_time
-    msg = panic_message(prog)
+    msg = _panic_message_of(ctx)
     s["panic_message"] = msg.decode(errors="replace") if msg else None
 
     s["panic_on_oops"] = _int_sym(prog, "panic_on_oops")
