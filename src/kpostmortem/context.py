@@ -16,6 +16,7 @@ from .degraded import anchor_module_symbols, crashed_cpu, printk_lines_from_vmco
 from .dump import Dump
 from .elfinfo import PrStatus
 from .helpers.modules import module_of_address
+from .helpers.stack import CanarySweep, stack_end_canaries
 from .oopslog import LogAnalysis, LogLine, parse_log
 
 __all__ = ["Context"]
@@ -98,6 +99,15 @@ class Context:
             # Modules without debug files: name their frames from their own kallsyms.
             trace = unwind()
         return trace
+
+    @cached_property
+    def canary_sweep(self) -> CanarySweep:
+        """Every task's stack-end canary, and the tasks in D state met on the way.
+
+        The one walk over every task: the stack checks report the canaries, the blocked-tasks
+        analyzer takes the D tasks from it instead of walking again.
+        """
+        return stack_end_canaries(self.prog)
 
     @cached_property
     def printk_records(self) -> list:

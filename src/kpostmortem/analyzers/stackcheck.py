@@ -20,7 +20,6 @@ from ..helpers.stack import (
     recursion_in,
     scan_stack_for_text,
     stack_bounds,
-    stack_end_canaries,
     stack_protector_failure,
     stack_ranges,
     stack_usage,
@@ -52,7 +51,7 @@ def _headroom(c: Any) -> dict[str, Any]:
 
 
 def _canaries(ctx: Context, sc: dict[str, Any]) -> None:
-    sweep = stack_end_canaries(ctx.prog)
+    sweep = ctx.canary_sweep
     task_addr = ctx.panic_task.value_()
     sc.update(
         canaries_checked=sweep.checked,

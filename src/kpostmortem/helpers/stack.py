@@ -25,7 +25,7 @@ from drgn.helpers.linux.list import list_for_each_entry
 from drgn.helpers.linux.mm import follow_phys
 from drgn.helpers.linux.percpu import per_cpu
 from drgn.helpers.linux.pid import for_each_pid, pid_task
-from drgn.helpers.linux.sched import idle_task, task_cpu
+from drgn.helpers.linux.sched import idle_task, task_cpu, task_state_to_char
 from drgn.helpers.linux.stack import kernel_stack_trace
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ __all__ = [
     "stack_not_used",
     "stack_end_canary",
     "stack_end_canaries",
+    "is_uninterruptible",
     "damaged_canaries",
     "stack_bounds",
     "cpu_stacks",
@@ -309,14 +310,17 @@ def stack_end_canary(task: drgn.Object) -> CanaryState:
     return _CanaryReader(task.prog_).read(task)
 
 
-def _every_task(prog: drgn.Program, errors: list[str]) -> Iterator[drgn.Object]:
+def _every_task(prog: drgn.Program, errors: list[str],
+                stops: list[drgn.FaultError] | None = None) -> Iterator[drgn.Object]:
     """Every task once: the idle tasks, then every task of the PID table.
 
     The same walk as ``for_each_task(prog, idle=True)``, but a task whose ``struct pid`` or
     ``task_struct`` page is missing from the dump is recorded in ``errors`` and skipped
     instead of ending the walk; if the PID table itself cannot be walked, the task list
-    (``init_task.tasks``, thread-group leaders) is walked instead.
+    (``init_task.tasks``, thread-group leaders) is walked instead. ``stops`` collects the
+    read errors that kept tasks out of the walk.
     """
+    stops = [] if stops is None else stops
     seen: set[int] = set()
     try:
         for cpu in for_each_online_cpu(prog):
@@ -332,12 +336,14 @@ def _every_task(prog: drgn.Program, errors: list[str]) -> Iterator[drgn.Object]:
                 task = pid_task(pid, pidtype_pid)
             except drgn.FaultError as e:
                 errors.append(f"pid 0x{pid.value_():x}: {e}")
+                stops.append(e)
                 continue
             if task and task.value_() not in seen:
                 seen.add(task.value_())
                 yield task
     except drgn.FaultError as e:
         errors.append(f"PID table walk stopped, walking the task list instead: {e}")
+        stops.append(e)  # the task list has thread-group leaders only: threads are missed
         try:
             head = prog["init_task"].tasks.address_of_()
             walked: set[int] = set()
@@ -353,6 +359,7 @@ def _every_task(prog: drgn.Program, errors: list[str]) -> Iterator[drgn.Object]:
                 yield task
         except drgn.FaultError as e2:
             errors.append(f"task list walk stopped: {e2}")
+            stops.append(e2)
 
 
 @dataclass
@@ -381,6 +388,13 @@ class CanarySweep:
     """Time spent once before it (type and THREAD_SIZE lookups)."""
     errors: list[str] = field(default_factory=list)
     """Tasks that could not be reached or read (pages missing from the dump), capped."""
+    uninterruptible: list[drgn.Object] = field(default_factory=list)
+    """Tasks seen in uninterruptible sleep (``D``) on the way: their state is read from the
+    ``task_struct`` page the canary check has just read, so a blocked-tasks report needs no
+    second walk (on a compressed dump each task's page is decompressed once, not twice)."""
+    walk_errors: list[drgn.FaultError] = field(default_factory=list)
+    """Read errors that kept tasks out of the walk (a PID, the PID table, the task list):
+    when not empty, ``uninterruptible`` may miss some."""
 
     @property
     def tasks_per_second(self) -> float:
@@ -407,6 +421,25 @@ class CanarySweep:
         return "\n".join(lines)
 
 
+TASK_UNINTERRUPTIBLE = 0x2
+
+
+def is_uninterruptible(task: drgn.Object) -> bool:
+    """Whether ``task`` is in ``D`` state, as ps and drgn's ``task_state_to_char`` say.
+
+    The state word (``__state`` since Linux 5.14, ``state`` before) is tested first: it is
+    one integer, and most tasks are not blocked. False when the task cannot be read.
+    """
+    try:
+        try:
+            word = int(task.__state)
+        except AttributeError:
+            word = int(task.state)
+        return bool(word & TASK_UNINTERRUPTIBLE) and task_state_to_char(task) == "D"
+    except (drgn.FaultError, AttributeError, LookupError, ValueError):
+        return False
+
+
 def stack_end_canaries(prog: drgn.Program, limit: int = 1_000_000, keep_least: int = 3) -> CanarySweep:
     """Check the stack-end canary of every task, idle tasks included.
 
@@ -420,7 +453,7 @@ def stack_end_canaries(prog: drgn.Program, limit: int = 1_000_000, keep_least: i
     sweep.setup_seconds = start - setup
     readable: list[CanaryState] = []
     errors: list[str] = []
-    for task in _every_task(prog, errors):
+    for task in _every_task(prog, errors, sweep.walk_errors):
         if sweep.checked >= limit:
             break
         sweep.checked += 1
@@ -432,6 +465,8 @@ def stack_end_canaries(prog: drgn.Program, limit: int = 1_000_000, keep_least: i
             sweep.unreadable += 1
             errors.append(f"task 0x{task.value_():x}: {e}")
             continue
+        if is_uninterruptible(task):
+            sweep.uninterruptible.append(task)
         if state.no_stack:
             sweep.no_stack += 1
         elif state.intact is None:
