@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kpostmortem.helpers.stack import (
     STACK_END_MAGIC,
@@ -19,6 +21,7 @@ from kpostmortem.helpers.stack import (
     _follows_call,
     _frame_sizes,
     _FrameFact,
+    _leading_zero_bytes,
     _protector_victim,
     _trace_problems,
 )
@@ -293,3 +296,8 @@ def test_stack_usage_depth_past_end_largest_and_deepest():
     assert [f.index for f in u.deepest(2)] == [0, 1]
     assert "144 bytes past the end" in str(u)
     assert u.to_dict()["past_end"] == 144
+
+
+@given(st.binary(max_size=600))
+def test_leading_zero_bytes_is_what_lstrip_says(data):
+    assert _leading_zero_bytes(data) == len(data) - len(data.lstrip(b"\0"))

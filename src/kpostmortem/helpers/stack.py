@@ -225,7 +225,13 @@ class CanaryState:
 
 @dataclass
 class _CanaryReader:
-    """Offsets and sizes computed once, so that sweeping thousands of tasks stays cheap."""
+    """Offsets and sizes computed once, so that sweeping thousands of tasks stays cheap.
+
+    On a compressed dump every read decompresses the page it touches (libkdumpfile keeps
+    almost no cache): reading ``task.pid``, ``task.comm`` and ``task.stack`` one by one cost
+    ~13 µs each on threads-10k. The fields the sweep needs are read in one block instead,
+    and decoded here.
+    """
 
     prog: drgn.Program
     size: int = 0
@@ -235,6 +241,10 @@ class _CanaryReader:
     ti_size: int = 0
     ti_task_offset: int | None = None
     page: int = 4096
+    block: tuple[int, int] | None = None
+    """(start, length) of the task_struct span holding __state/state, stack, pid and comm."""
+    fields: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Field name -> (offset in the block, size)."""
 
     def __post_init__(self) -> None:
         prog = self.prog
@@ -250,17 +260,63 @@ class _CanaryReader:
                 self.ti_task_offset = drgn.offsetof(ti, "task")
             except LookupError:
                 self.ti_task_offset = None
+        try:
+            tt = prog.type("struct task_struct")
+            spans = {}
+            for name in ("__state", "state", "stack", "pid", "comm"):
+                try:
+                    spans[name] = (drgn.offsetof(tt, name), drgn.sizeof(tt.member(name).type))
+                except LookupError:
+                    continue
+            if {"stack", "pid", "comm"} <= spans.keys() and ("__state" in spans or "state" in spans):
+                start = min(off for off, _ in spans.values())
+                end = max(off + size for off, size in spans.values())
+                self.block = (start, end - start)
+                self.fields = {n: (off - start, size) for n, (off, size) in spans.items()}
+        except (LookupError, ValueError):
+            self.block = None
+
+    def _task_fields(self, task: drgn.Object) -> tuple[int, str, int, int | None]:
+        """(pid, comm, stack, state word) of ``task``: one read where the layout is known."""
+        task_addr = task.value_()
+        if self.block is not None:
+            try:
+                raw = self.prog.read(task_addr + self.block[0], self.block[1])
+            except drgn.FaultError:
+                raw = None
+            if raw is not None:
+                f, order = self.fields, self.byteorder
+
+                def num(name: str, signed: bool = False) -> int:
+                    off, size = f[name]
+                    return int.from_bytes(raw[off:off + size], order, signed=signed)
+
+                off, size = f["comm"]
+                comm = raw[off:off + size].split(b"\0", 1)[0].decode(errors="replace")
+                state = num("__state") if "__state" in f else num("state", signed=True)
+                return num("pid", signed=True), comm, num("stack"), state
+        # Unknown layout or a page of the task missing: field by field, as drgn reads them.
+        pid = int(task.pid)
+        comm = task.comm.string_().decode(errors="replace")
+        stack = int(task.stack)
+        try:
+            state = int(task.__state)
+        except AttributeError:
+            state = int(task.state)
+        return pid, comm, stack, state
 
     def read(self, task: drgn.Object, full: bool = True) -> CanaryState:
         """The canary of ``task``; ``full=False`` reads only the canary's page (one page to
         decompress per task), enough unless the task used its stack down to that page."""
+        return self.read_with_state(task, full)[0]
+
+    def read_with_state(self, task: drgn.Object, full: bool = True) -> tuple[CanaryState, int]:
+        """:meth:`read`, and the task's state word read with the other fields."""
         prog = self.prog
-        pid = int(task.pid)
-        comm = task.comm.string_().decode(errors="replace")
+        pid, comm, stack, state_word = self._task_fields(task)
         task_addr = task.value_()
-        stack = int(task.stack)
         if not stack:
-            return CanaryState(pid, comm, task_addr, 0, None, None, no_stack=True)
+            return CanaryState(pid, comm, task_addr, 0, None, None, no_stack=True), state_word
         canary = stack + (0 if self.ti_in_task else self.ti_size)
         end = stack + self.size
         if not full:
@@ -270,7 +326,7 @@ class _CanaryReader:
         except drgn.FaultError:
             data = _read_prefix(prog, canary, end - canary, self.page)
         if len(data) < self.word:
-            return CanaryState(pid, comm, task_addr, canary, None, None)
+            return CanaryState(pid, comm, task_addr, canary, None, None), state_word
         value = int.from_bytes(data[: self.word], self.byteorder)
         changed, overwritten, not_used = _canary_damage(data, self.word, self.byteorder)
         exact = not_used < len(data) or canary + len(data) == stack + self.size
@@ -280,8 +336,8 @@ class _CanaryReader:
                 ti_ok = prog.read_word(stack + self.ti_task_offset) == task_addr
             except drgn.FaultError:
                 ti_ok = None
-        return CanaryState(pid, comm, task_addr, canary, value, value == STACK_END_MAGIC,
-                           changed, overwritten, not_used, exact, ti_ok)
+        return (CanaryState(pid, comm, task_addr, canary, value, value == STACK_END_MAGIC,
+                            changed, overwritten, not_used, exact, ti_ok), state_word)
 
 
 def _read_prefix(prog: drgn.Program, address: int, size: int, page: int) -> bytes:
@@ -458,14 +514,14 @@ def stack_end_canaries(prog: drgn.Program, limit: int = 1_000_000, keep_least: i
             break
         sweep.checked += 1
         try:
-            state = reader.read(task, full=False)
+            state, word = reader.read_with_state(task, full=False)
             if state.intact is False:
                 state = reader.read(task)
         except drgn.FaultError as e:
             sweep.unreadable += 1
             errors.append(f"task 0x{task.value_():x}: {e}")
             continue
-        if is_uninterruptible(task):
+        if word & TASK_UNINTERRUPTIBLE and is_uninterruptible(task):
             sweep.uninterruptible.append(task)
         if state.no_stack:
             sweep.no_stack += 1
@@ -1228,6 +1284,16 @@ def scan_stack_for_text(task: drgn.Object, trace: Iterable[drgn.StackFrame] | No
 # Pure parts
 
 
+def _leading_zero_bytes(data: bytes) -> int:
+    """How many bytes at the start of ``data`` are zero (all of them if it is all zero).
+
+    As one little-endian integer, the lowest set bit is the first non-zero byte: 3 µs for a
+    4 KiB page against 8 µs for ``len(data) - len(data.lstrip(b"\0"))``, on every task.
+    """
+    x = int.from_bytes(data, "little")
+    return ((x & -x).bit_length() - 1) // 8 if x else len(data)
+
+
 def _canary_damage(data: bytes, word: int = 8, byteorder: str = "little") -> tuple[int, int, int]:
     """(bytes of the canary changed, bytes written over from the canary up, stack_not_used).
 
@@ -1238,7 +1304,7 @@ def _canary_damage(data: bytes, word: int = 8, byteorder: str = "little") -> tup
     differ = [k for k in range(word) if canary[k] != magic[k]]
     zero = bytes(word)
     above = data[word : len(data) - len(data) % word]
-    first_nonzero = len(above) - len(above.lstrip(b"\0"))  # at C speed: thousands of tasks
+    first_nonzero = _leading_zero_bytes(above)
     not_used = word + first_nonzero - first_nonzero % word
     if not differ:
         return 0, 0, not_used
