@@ -23,10 +23,10 @@ from .cpio import CpioWriter
 from .kernels import Kernel, read_ko
 
 HERE = Path(__file__).resolve().parent
-GUEST_MEM = "1024"
+GUEST_MEM = 1024              # MiB, unless the scenario's `memory` says otherwise
 GUEST_CPUS = "2"
-DISK_BYTES = 2 << 30          # sparse; an ELF -d 0 dump of 1 GiB would still fit
-TIMEOUT_TCG = 480           # a -d 0 guest took 120 s on a host with load 9
+MIN_DISK_BYTES = 2 << 30      # sparse; must hold an ELF -d 0 dump of the whole guest
+TIMEOUT_TCG = 480           # per GiB of guest: a 1 GiB -d 0 guest took 120 s on a host with load 9
 TIMEOUT_KVM = 180
 PROBE_TIMEOUT = 15
 NO_CRASH_WAIT = 120           # seconds /init waits for the crash before giving up
@@ -135,6 +135,7 @@ def scenario_initrd(base: Path, sc: dict, out: Path) -> Path:
         "KPM_WAIT": str(NO_CRASH_WAIT),
         "KPM_HOSTNAME": sc.get("hostname", ""),
         "KPM_TRIGGER_COMM": sc.get("trigger_comm", ""),
+        "KPM_THREADS": str(sc.get("threads", 0)),
     }
     w = CpioWriter()
     w.add_bytes("etc/kpm.env", "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items()).encode())
@@ -219,12 +220,30 @@ def probe_accel(k: Kernel, probe_initrd: Path, cache: Path) -> str:
 
 # ------------------------------------------------------------------ run
 
+def guest_memory(sc: dict) -> int:
+    """The guest's RAM in MiB."""
+    return int(sc.get("memory", GUEST_MEM))
+
+
+def disk_bytes(sc: dict) -> int:
+    """Size of the sparse capture disk: the whole guest's RAM plus room for headers
+    (an unfiltered ELF dump is about as big as RAM; a compressed one far smaller)."""
+    return max(MIN_DISK_BYTES, (guest_memory(sc) + 256) << 20)
+
+
+def guest_timeout(sc: dict, accel: str) -> int:
+    """Seconds a guest may take: capture time grows with RAM (makedumpfile reads
+    every page), so the bound is per GiB of guest, never below the 1 GiB one."""
+    base = TIMEOUT_KVM if accel == "kvm" else TIMEOUT_TCG
+    return int(base * max(1.0, guest_memory(sc) / 1024))
+
+
 def boot_and_capture(k: Kernel, sc: dict, initrd: Path, accel: str, work: Path,
                      console: Path) -> tuple[Path, float]:
     """Boot the scenario; returns (flattened disk image, seconds)."""
     disk = work / "disk.raw"
     with open(disk, "wb") as f:
-        f.truncate(DISK_BYTES)
+        f.truncate(disk_bytes(sc))
     # no_timer_check: under TCG on a busy host the IO-APIC timer check can
     # fail ("IO-APIC + timer doesn't work!") and panic the boot.
     append = " ".join(filter(None, [
@@ -232,13 +251,13 @@ def boot_and_capture(k: Kernel, sc: dict, initrd: Path, accel: str, work: Path,
         "" if sc.get("panic_on_oops") is False else "oops=panic",
         "panic=-1", sc.get("boot_args", ""),
     ]))
-    cmd = [_qemu(), *accel_args(accel), "-m", GUEST_MEM, "-smp", GUEST_CPUS, "-nographic",
-           "-no-reboot", "-kernel", str(k.vmlinuz), "-initrd", str(initrd),
+    cmd = [_qemu(), *accel_args(accel), "-m", str(guest_memory(sc)), "-smp", GUEST_CPUS,
+           "-nographic", "-no-reboot", "-kernel", str(k.vmlinuz), "-initrd", str(initrd),
            "-append", append,
            "-drive", f"file={disk},format=raw,if=virtio,cache=unsafe",
            "-nic", "none"]
     (work / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
-    timeout = TIMEOUT_KVM if accel == "kvm" else TIMEOUT_TCG
+    timeout = guest_timeout(sc, accel)
     t0 = time.monotonic()
     with open(console, "wb") as out:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,

@@ -69,6 +69,14 @@ done
 if [ "$KPM_LOAD_MODULE" = 1 ]; then
 	insmod /lib/crashpoc/crashpoc.ko || echo "kpm-init: insmod crashpoc failed"
 fi
+# KPM_THREADS: crashpoc starts that many kernel threads sleeping in state S
+# (the write returns once they all run), so the dump holds thousands of tasks.
+if [ "${KPM_THREADS:-0}" -gt 0 ]; then
+	echo "kpm-init: starting $KPM_THREADS sleeping kthreads"
+	echo "$KPM_THREADS" > /sys/module/crashpoc/parameters/spawn_threads ||
+		echo "kpm-init: FAILED: spawn_threads $KPM_THREADS"
+	echo "kpm-init: $(ls -d /proc/[0-9]* | wc -l) tasks"
+fi
 
 fire() {
 	echo "kpm-init: firing $1"

@@ -26,10 +26,19 @@ DEFAULTS = {
     "format": "kdump", "dump_level": 31, "boot_args": "", "sysctls": {},
     "load_module": True, "console": [], "dmesg": [], "followup": "", "preload": [],
     "panic_on_oops": True, "hostname": "", "trigger_comm": "",
+    "memory": 1024, "threads": 0, "group": "corpus",
 }
 # Keys that change what the guest does; a change in any of them redoes the dump.
 CAPTURE_KEYS = ("kernel", "trigger", "followup", "format", "dump_level", "boot_args",
-                "sysctls", "load_module", "preload", "panic_on_oops", "hostname", "trigger_comm")
+                "sysctls", "load_module", "preload", "panic_on_oops", "hostname", "trigger_comm",
+                "memory", "threads")
+# "corpus": the dumps the test suite needs, made by default (CI makes them all).
+# "scale": big inputs of the scaling benchmark only, made on request (--group scale
+# or --only NAME); no test reads them.
+GROUPS = ("corpus", "scale")
+DEFAULT_GROUP = "corpus"
+MIN_MEMORY = 768    # MiB: crashkernel=256M comes out of it, and the first kernel needs the rest
+MAX_MEMORY = 16384
 
 
 def cache_root() -> Path:
@@ -59,9 +68,23 @@ def load_manifest(path: Path = MANIFEST) -> list[dict]:
             raise SystemExit(f"{path}: {sc['name']}: hostname must be [A-Za-z0-9.-], at most 64")
         if not re.fullmatch(r"[A-Za-z0-9._-]{0,15}", sc["trigger_comm"]):
             raise SystemExit(f"{path}: {sc['name']}: trigger_comm must be [A-Za-z0-9._-], at most 15")
+        if sc["group"] not in GROUPS:
+            raise SystemExit(f"{path}: {sc['name']}: group must be one of {', '.join(GROUPS)}")
+        mem = sc["memory"]
+        if type(mem) is not int or not MIN_MEMORY <= mem <= MAX_MEMORY:
+            raise SystemExit(f"{path}: {sc['name']}: memory must be MiB, {MIN_MEMORY}..{MAX_MEMORY}")
+        if type(sc["threads"]) is not int or sc["threads"] < 0:
+            raise SystemExit(f"{path}: {sc['name']}: threads must be a count >= 0")
+        if sc["threads"] and not sc["load_module"]:
+            raise SystemExit(f"{path}: {sc['name']}: threads needs load_module (crashpoc starts them)")
         seen.add(sc["name"])
         out.append(sc)
     return out
+
+
+def scenario_groups(path: Path = MANIFEST) -> dict[str, str]:
+    """{scenario name: group} for every manifest entry ("corpus" or "scale")."""
+    return {sc["name"]: sc["group"] for sc in load_manifest(path)}
 
 
 def inputs_hash(sc: dict, crashpoc_hash: str | None = None) -> str:
@@ -147,6 +170,8 @@ def _build_one(sc: dict, cache: Path) -> dict:
             "module_ko": str(k.crashpoc_ko) if sc["load_module"] else None,
             "format": sc["format"],
             "dump_level": sc["dump_level"],
+            "memory": sc["memory"],
+            "threads": sc["threads"],
             "accel": accel,
             "seconds": round(seconds, 1),
             "bytes": (out / "vmcore").stat().st_size,
@@ -164,6 +189,18 @@ def _build_one(sc: dict, cache: Path) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def select(scenarios: list[dict], only: list[str], group: str | None = None,
+           kernel: str | None = None, listing: bool = False) -> list[dict]:
+    """The scenarios a run works on. Without --only or --group, making dumps means the
+    corpus group (the scale group's big guests are made only on request); --list shows all."""
+    if group is None:
+        group = "all" if only or listing else DEFAULT_GROUP
+    return [s for s in scenarios
+            if (not only or s["name"] in only)
+            and (group == "all" or s["group"] == group)
+            and (not kernel or s["kernel"] == kernel)]
+
+
 def human(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
@@ -179,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
                     "$KPM_CACHE or ${XDG_CACHE_HOME:-~/.cache}/kpostmortem.")
     ap.add_argument("--list", action="store_true", help="list the scenarios and their state")
     ap.add_argument("--only", action="append", default=[], metavar="NAME",
-                    help="only this scenario (repeatable)")
+                    help="only this scenario, of any group (repeatable)")
+    ap.add_argument("--group", choices=[*GROUPS, "all"],
+                    help=f"only this group of scenarios (default: {DEFAULT_GROUP} when making "
+                         "dumps without --only, all with --list)")
     ap.add_argument("--kernel", choices=sorted(kernels.METAPACKAGES), help="only this series")
     ap.add_argument("--jobs", type=int, default=2, help="parallel QEMU guests (default 2)")
     ap.add_argument("--force", action="store_true", help="rebuild the selected dumps")
@@ -190,9 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in args.only if n not in names]
     if unknown:
         ap.error(f"unknown scenario(s): {', '.join(unknown)}; see --list")
-    sel = [s for s in scenarios
-           if (not args.only or s["name"] in args.only)
-           and (not args.kernel or s["kernel"] == args.kernel)]
+    sel = select(scenarios, args.only, args.group, args.kernel, listing=args.list)
     cache = cache_root()
     releases = {series: kernels.resolve(series).release
                 for series in sorted({s["kernel"] for s in sel})}
@@ -202,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         for s in sel:
             state = dump_state(s, cache, releases)
             fmt = f"{s['format']} -d {s['dump_level']}"
-            print(f"{s['name']:<20} {s['kernel']:<5} {s['trigger']:<15} {fmt:<12} "
-                  f"{state:<10} {s['description']}")
+            print(f"{s['name']:<20} {s['group']:<6} {s['kernel']:<5} {s['trigger']:<15} "
+                  f"{fmt:<12} {s['memory']:>5}M {state:<10} {s['description']}")
         return 0
 
     todo = []

@@ -4,6 +4,11 @@ Stdlib only (pytest and drgn are imported lazily by the functions that need
 them), so tests anywhere in the project can `from tests.vmcore import corpus`
 or `from vmcore import corpus`.  The dumps themselves are made by
 `scripts/make-vmcores`; see docs/corpus.md.
+
+Scenarios come in groups: "corpus" (the default; the dumps the tests need, which CI
+makes) and "scale" (big inputs of the scaling benchmark, made only on request).
+Everything here lists the corpus group unless asked for another: a scale dump is
+never needed by a test, so a missing one is neither a failure nor a skip.
 """
 
 from __future__ import annotations
@@ -29,7 +34,15 @@ DEFAULTS = {
     "followup": "",
     "preload": [],
     "panic_on_oops": True,
+    "hostname": "",
+    "trigger_comm": "",
+    "memory": 1024,       # guest RAM, MiB
+    "threads": 0,         # sleeping kthreads crashpoc starts before the trigger
+    "group": "corpus",
 }
+CORPUS = "corpus"
+SCALE = "scale"
+GROUPS = (CORPUS, SCALE)
 
 
 def cache_root() -> Path:
@@ -40,27 +53,39 @@ def cache_root() -> Path:
     return Path(xdg).expanduser() / "kpostmortem"
 
 
-def load_manifest() -> list[dict]:
-    """The [[scenario]] tables of fixtures/vmcores/manifest.toml, defaults filled in."""
+def load_manifest(group: str | None = CORPUS) -> list[dict]:
+    """The [[scenario]] tables of fixtures/vmcores/manifest.toml, defaults filled in.
+
+    Only those of `group` ("corpus" by default, "scale"); None gives every group.
+    Each dict carries its "group".
+    """
     with open(MANIFEST, "rb") as f:
         data = tomllib.load(f)
     out = []
     for raw in data.get("scenario", []):
         sc = {**DEFAULTS, **raw}
         sc["expect"] = {"module": "", "stack": [], **raw.get("expect", {})}
-        out.append(sc)
+        if group is None or sc["group"] == group:
+            out.append(sc)
     return out
 
 
+def groups() -> dict[str, str]:
+    """{scenario name: group} for every scenario of the manifest."""
+    return {s["name"]: s["group"] for s in load_manifest(group=None)}
+
+
 def scenario(name: str) -> dict:
-    for sc in load_manifest():
+    """A scenario of any group, by name."""
+    for sc in load_manifest(group=None):
         if sc["name"] == name:
             return sc
     raise KeyError(f"no scenario {name!r} in {MANIFEST}")
 
 
-def names(kernel: str | None = None) -> list[str]:
-    return [s["name"] for s in load_manifest() if kernel is None or s["kernel"] == kernel]
+def names(kernel: str | None = None, group: str | None = CORPUS) -> list[str]:
+    """Scenario names of a group (default "corpus"; None: all), optionally of one kernel series."""
+    return [s["name"] for s in load_manifest(group) if kernel is None or s["kernel"] == kernel]
 
 
 def dump_dir(name: str) -> Path:

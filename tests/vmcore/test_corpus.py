@@ -1,7 +1,8 @@
 """The corpus is real: every dump opens in drgn with its debug info, the
 crashed thread's stack holds the scenario's functions, and the console log
 shows the kernel's own words.  A missing dump FAILS (never skips): build it
-with scripts/make-vmcores."""
+with scripts/make-vmcores.  Only the "corpus" group is checked here: the
+"scale" group's dumps are benchmark inputs, made on request, never needed."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from . import corpus
 
 pytestmark = pytest.mark.vmcore
 
-SCENARIOS = corpus.load_manifest()
+SCENARIOS = corpus.load_manifest()          # the corpus group only
+EVERY_GROUP = corpus.load_manifest(group=None)
 BY_NAME = {s["name"]: s for s in SCENARIOS}
 NAMES = [s["name"] for s in SCENARIOS]
 DAMAGED = [s["name"] for s in SCENARIOS if s["expect"].get("damaged")]
@@ -48,16 +50,23 @@ def programs():
 
 
 def test_manifest_is_well_formed():
-    assert len(NAMES) == len(set(NAMES)), "scenario names must be unique"
-    for sc in SCENARIOS:
+    every = [s["name"] for s in EVERY_GROUP]
+    assert len(every) == len(set(every)), "scenario names must be unique"
+    for sc in EVERY_GROUP:  # the scale group too: its entries need no dump to be checked
         assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", sc["name"]), sc["name"]
         assert sc["kernel"] in ("6.1", "6.12")
         assert sc["format"] in ("kdump", "elf")
+        assert sc["group"] in corpus.GROUPS, sc["name"]
+        assert type(sc["memory"]) is int and 768 <= sc["memory"] <= 16384, sc["name"]
+        assert type(sc["threads"]) is int and sc["threads"] >= 0, sc["name"]
+        assert sc["load_module"] or not sc["threads"], sc["name"]
         assert sc["expect"]["category"] in CATEGORIES, sc["name"]
         assert sc["expect"]["function"], sc["name"]
         assert isinstance(sc["console"], list)
     kernels = {s["kernel"] for s in SCENARIOS}
     assert kernels == {"6.1", "6.12"}
+    assert NAMES == corpus.names() and set(NAMES) < set(every)
+    assert {n for n, g in corpus.groups().items() if g == corpus.CORPUS} == set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -70,6 +79,8 @@ def test_dump_exists_and_matches_manifest(name):
     assert meta["series"] == sc["kernel"]
     assert meta["format"] == sc["format"]
     assert meta["dump_level"] == sc["dump_level"]
+    assert meta.get("memory", 1024) == sc["memory"]
+    assert meta.get("threads", 0) == sc["threads"]
     assert meta["accel"] in ("kvm", "tcg")
     assert Path(meta["path"]).stat().st_size == meta["bytes"] > 0
     assert Path(meta["vmlinux"]).is_file()
@@ -134,6 +145,26 @@ def test_module_is_loaded_with_debug_info(name, programs):
     addr = prog.symbol("crashpoc_trigger_write").address
     assert any(start <= addr < end for start, end in mod.address_ranges)
     assert prog.type("struct crashpoc_dev").size > 0  # the .ko's DWARF
+
+
+@pytest.mark.parametrize("name", [n for n in INTACT if BY_NAME[n]["threads"]])
+def test_dump_holds_the_sleeping_kthreads(name, programs):
+    """crashpoc started `threads` kernel threads (crashpoc/N) sleeping in state S: all are in the
+    dump's task list, none in D (they must not look like hung tasks)."""
+    from drgn.helpers.linux.pid import for_each_task
+    from drgn.helpers.linux.sched import task_state_to_char
+
+    want = BY_NAME[name]["threads"]
+    prog = programs(name)
+    states: dict[str, int] = {}
+    total = 0
+    for task in for_each_task(prog):
+        total += 1
+        if re.fullmatch(rb"crashpoc/\d+", task.comm.string_()):
+            state = task_state_to_char(task)
+            states[state] = states.get(state, 0) + 1
+    assert states == {"S": want}, f"{name}: crashpoc/N threads by state: {states}"
+    assert total > want
 
 
 @pytest.mark.parametrize("name", DAMAGED)
