@@ -47,9 +47,10 @@ def test_golden_normalised_report(scenario, request):
     assert got == want, f"{scenario['name']}: normalised report differs from {path.name}"
 
 
-@pytest.mark.parametrize("other", ["null-write-2", "null-write-full", "null-write-elf"])
+@pytest.mark.parametrize("other", ["null-write-2", "null-write-full", "null-write-elf", "threads-2k"])
 def test_same_crash_normalises_to_the_same_report(other):
-    """Separate boots (KASLR, pids, timings) and other dump formats of one bug: equal reports."""
+    """Separate boots (KASLR, pids, timings) and other dump formats of one bug: equal reports.
+    threads-2k is the same bug with 2,000 more (sleeping) tasks: nothing but task counts differs."""
     a = normalized_report(report_of("null-write"))
     b = normalized_report(report_of(other))
     for r in (a, b):

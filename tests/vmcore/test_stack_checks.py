@@ -106,6 +106,24 @@ def test_stack_checks_find_what_the_scenario_did(scenario):
         assert sc["canaries_unreadable"] == 0 and sc["tasks_unreachable"] == 0 and sc["problems"] == []
 
 
+@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s["threads"]], ids=_ids)
+def test_canary_sweep_covers_every_one_of_thousands_of_tasks(scenario):
+    """threads-2k: crashpoc started 2,000 sleeping kthreads before the NULL write. The sweep
+    reaches every one of them (and the ~60 tasks of a plain boot), finds every canary intact,
+    and the verdict is still the NULL write's."""
+    name, want = scenario["name"], scenario["threads"]
+    report = report_of(name)
+    sc = _checks(name)
+    assert sc["canaries_checked"] >= want + 50, f"{name}: only {sc['canaries_checked']} tasks swept"
+    assert sc["canaries_intact"] == sc["canaries_checked"] and sc["canaries_damaged"] == []
+    assert sc["canaries_unreadable"] == sc["canaries_no_stack"] == sc["tasks_unreachable"] == 0
+    assert sc["problems"] == []
+    v = report["verdict"]
+    assert (v["category"], v["function"], v["module"]) == (
+        "null-pointer-dereference", "crashpoc_null_write", "crashpoc"), v["title"]
+    assert report["blocked_tasks"]["count"] == 0, "sleeping (S) kthreads are not blocked tasks"
+
+
 def test_missing_dump_fails_instead_of_skipping(tmp_path, monkeypatch):
     monkeypatch.setenv("KPM_CACHE", str(tmp_path))
     with pytest.raises(pytest.fail.Exception, match="missing"):

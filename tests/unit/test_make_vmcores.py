@@ -1,0 +1,92 @@
+"""scripts/make-vmcores without QEMU: the manifest's groups, guest memory and threads keys, what a
+run selects by default, and how the guest is sized from them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+
+from lib_vmcores import guest, main  # noqa: E402
+
+from tests.vmcore import corpus  # noqa: E402
+
+SCENARIOS = main.load_manifest()
+
+
+def _names(sel: list[dict]) -> set[str]:
+    return {s["name"] for s in sel}
+
+
+def _groups(sel: list[dict]) -> set[str]:
+    return {s["group"] for s in sel}
+
+
+def test_both_groups_are_in_the_manifest_and_agree_with_the_tests_view():
+    assert _groups(SCENARIOS) == {"corpus", "scale"}
+    assert main.scenario_groups() == corpus.groups()
+    assert _names(s for s in SCENARIOS if s["group"] == "corpus") == set(corpus.names())
+    assert set(corpus.names(group="scale")) == {n for n, g in corpus.groups().items() if g == "scale"}
+    # the defaults are the same on both sides
+    for key in ("memory", "threads", "group"):
+        assert main.DEFAULTS[key] == corpus.DEFAULTS[key], key
+
+
+def test_a_plain_run_makes_only_the_corpus_group():
+    sel = main.select(SCENARIOS, only=[])
+    assert _groups(sel) == {"corpus"} and _names(sel) == set(corpus.names())
+
+
+def test_scale_is_made_on_request_and_listed_by_default():
+    scale = main.select(SCENARIOS, only=[], group="scale")
+    assert _groups(scale) == {"scale"} and {"null-write-4g", "null-write-4g-full", "threads-10k"} <= _names(scale)
+    assert _names(main.select(SCENARIOS, only=["null-write-4g"])) == {"null-write-4g"}
+    assert _names(main.select(SCENARIOS, only=[], listing=True)) == _names(SCENARIOS)
+    assert _names(main.select(SCENARIOS, only=[], group="all")) == _names(SCENARIOS)
+    assert _groups(main.select(SCENARIOS, only=[], group="corpus", listing=True)) == {"corpus"}
+    assert {s["kernel"] for s in main.select(SCENARIOS, only=[], group="all", kernel="6.12")} == {"6.12"}
+
+
+def test_guest_size_follows_memory():
+    small, big = {"memory": 1024}, {"memory": 4096}
+    assert guest.guest_memory({}) == 1024
+    assert guest.disk_bytes(small) == 2 << 30
+    # an unfiltered ELF dump of the whole guest must fit on the sparse capture disk
+    assert guest.disk_bytes(big) > 4096 << 20
+    assert guest.guest_timeout(small, "tcg") == guest.TIMEOUT_TCG
+    assert guest.guest_timeout(big, "tcg") == 4 * guest.TIMEOUT_TCG
+    assert guest.guest_timeout({"memory": 768}, "kvm") == guest.TIMEOUT_KVM
+
+
+def test_threads_reach_the_guest_and_change_the_dump_inputs(tmp_path):
+    sc = next(s for s in SCENARIOS if s["name"] == "threads-2k")
+    base = tmp_path / "base.cpio"
+    base.write_bytes(b"")
+    env = guest.scenario_initrd(base, sc, tmp_path / "initrd.cpio").read_bytes()
+    assert b"KPM_THREADS=2000\n" in env
+    plain = dict(sc, threads=0)
+    assert main.inputs_hash(sc, "x") != main.inputs_hash(plain, "x")
+    assert main.inputs_hash(dict(sc, memory=2048), "x") != main.inputs_hash(sc, "x")
+    # description, console and group never remake a dump
+    assert main.inputs_hash(dict(sc, group="scale", description="?"), "x") == main.inputs_hash(sc, "x")
+
+
+@pytest.mark.parametrize("bad, why", [
+    ({"group": "huge"}, "group must be"),
+    ({"memory": 256}, "memory must be"),
+    ({"memory": "4G"}, "memory must be"),
+    ({"threads": -1}, "threads must be"),
+    ({"threads": 10, "load_module": False}, "threads needs load_module"),
+])
+def test_bad_keys_are_refused(tmp_path, bad, why):
+    lines = ['[[scenario]]', 'name = "x"', 'kernel = "6.1"', 'trigger = "null_write"', 'description = "x"']
+    for k, v in bad.items():
+        lines.append(f"{k} = {v!r}".replace("'", '"').replace("False", "false"))
+    lines += ["[scenario.expect]", 'category = "unknown"']
+    path = tmp_path / "manifest.toml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SystemExit, match=why):
+        main.load_manifest(path)
