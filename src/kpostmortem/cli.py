@@ -58,6 +58,33 @@ def _progress(enabled: bool):
     return say
 
 
+def _in_background(fn):
+    """Start ``fn()`` on a thread; returns a function that waits for it and returns its value
+    or raises its exception. The wait stays interruptible (^C), and the thread is a daemon so
+    an interrupted process does not wait for it."""
+    import threading
+
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed over to the waiting thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, name="kpostmortem-open", daemon=True)
+    thread.start()
+
+    def wait():
+        while thread.is_alive():
+            thread.join(0.05)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    return wait
+
+
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kpostmortem")
 def main() -> None:
@@ -128,16 +155,20 @@ def analyze(
     if redact_comm and not redact:
         raise click.UsageError("--redact-comm goes with --redact")
     from .dump import open_dump, skip_session_plugins
-    from .pipeline import analyze_dump
-    from .render import render
 
     skip_session_plugins()
 
     # drgn logs its own warnings (unreadable module list…); the report says what failed.
     logging.getLogger("drgn").setLevel(logging.CRITICAL)
     try:
-        dump = open_dump(vmcore, vmlinux, debuginfo, allow_no_debug_info=not require_debuginfo,
-                         progress=_progress(sys.stderr.isatty()))
+        opened = _in_background(lambda: open_dump(vmcore, vmlinux, debuginfo,
+                                                  allow_no_debug_info=not require_debuginfo,
+                                                  progress=_progress(sys.stderr.isatty())))
+        # While drgn indexes the DWARF (on its own threads, without the GIL), import the rest.
+        from .pipeline import analyze_dump
+        from .render import render
+
+        dump = opened()
         if dump.debug.degraded:
             click.echo(
                 f"kpostmortem: warning: no vmlinux with debug info for kernel {dump.header.release or '?'}: "
