@@ -89,6 +89,17 @@ def _stack_checks(sc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# An idle CPU's stack ends in the path that started it: rest_init/start_kernel on the boot
+# CPU, start_secondary on the others. Which CPU an interrupt (a timer, a watchdog) lands on
+# varies per boot, so everything below the idle loop's entry is left out.
+_IDLE_ENTRY = "cpu_startup_entry"
+
+
+def _cut_boot_path(names: list[str | None]) -> int:
+    """How many entries to keep: up to and including the idle loop's entry, or all."""
+    return names.index(_IDLE_ENTRY) + 1 if _IDLE_ENTRY in names else len(names)
+
+
 def normalized_report(report: dict[str, Any]) -> dict[str, Any]:
     """The boot-independent subset of a report dict, in the report's own shape."""
     out = _walk(report)
@@ -103,12 +114,14 @@ def normalized_report(report: dict[str, Any]) -> dict[str, Any]:
             if frames and frames[-1] == f:
                 continue
             frames.append(f)
+        frames = frames[:_cut_boot_path([f.get("function") for f in frames])]
         stack["frames"] = [{**f, "index": i} for i, f in enumerate(frames)]
     stack.pop("segments", None)
     for m in (out.get("modules") or {}).get("loaded", []):
         m.pop("frames", None)
     for rec in (out.get("log") or {}).get("records", []):
         trace = rec.get("call_trace") or []
+        trace = trace[:_cut_boot_path(trace)]
         rec["call_trace"] = [f for i, f in enumerate(trace) if i == 0 or trace[i - 1] != f]
     if out["verdict"].get("explanation"):
         out["verdict"]["explanation"] = _NUMBER.sub("N", out["verdict"]["explanation"])
