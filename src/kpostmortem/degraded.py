@@ -19,11 +19,14 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import drgn
 
 from .elfinfo import DumpHeader, PrStatus
-from .oopslog import LogLine
+
+if TYPE_CHECKING:  # imported where used: open_dump imports this module before the analysis needs oopslog
+    from .oopslog import LogLine
 
 __all__ = [
     "DegradedState",
@@ -208,6 +211,8 @@ def printk_lines_from_vmcoreinfo(prog: drgn.Program, info: dict[str, str]) -> li
     :raises LookupError: VMCOREINFO does not describe the ring buffer (older kernel)
     :raises drgn.FaultError: the ring buffer's memory is not in the dump
     """
+    from .oopslog import LogLine
+
     def off(name: str) -> int:
         v = _vmcoreinfo_int(info, f"OFFSET({name})")
         if v is None:
