@@ -42,3 +42,12 @@ def test_helpers_package_still_exports_the_session_helpers():
     code = "from kpostmortem.helpers import *; print(crash_verdict.__module__, print_stack_checks.__module__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["kpostmortem.session", "kpostmortem.session"]
+
+
+def test_lazy_session_names_are_the_session_api():
+    """helpers/__init__ lists the session names it re-exports without importing session.py:
+    the list must follow session's own __all__ (dump_of_program stays session-only)."""
+    import kpostmortem.helpers as helpers
+    from kpostmortem import session
+
+    assert set(helpers._SESSION_NAMES) == set(session.__all__) - {"dump_of_program"}
