@@ -15,7 +15,7 @@ from pathlib import Path
 import drgn
 
 from .degraded import DegradedState, enable_degraded
-from .elfinfo import DumpHeader, build_id, read_dump_header
+from .elfinfo import ELF_MAGIC, DumpHeader, build_id, read_dump_header
 from .errors import DebugInfoError, DumpError
 
 __all__ = ["DebugInfoStatus", "Dump", "open_dump", "find_vmlinux", "normalize_module_name"]
@@ -280,7 +280,7 @@ def skip_session_plugins(environ: MutableMapping[str, str] = os.environ) -> None
 def _is_elf(path: str) -> bool:
     try:
         with open(path, "rb") as f:
-            return f.read(4) == b"\x7fELF"
+            return f.read(len(ELF_MAGIC)) == ELF_MAGIC
     except OSError:
         return False
 

@@ -298,12 +298,7 @@ class _CanaryReader:
         # Unknown layout or a page of the task missing: field by field, as drgn reads them.
         pid = int(task.pid)
         comm = task.comm.string_().decode(errors="replace")
-        stack = int(task.stack)
-        try:
-            state = int(task.__state)
-        except AttributeError:
-            state = int(task.state)
-        return pid, comm, stack, state
+        return pid, comm, int(task.stack), _state_word(task)
 
     def read(self, task: drgn.Object, full: bool = True) -> CanaryState:
         """The canary of ``task``; ``full=False`` reads only the canary's page (one page to
@@ -480,6 +475,14 @@ class CanarySweep:
 TASK_UNINTERRUPTIBLE = 0x2
 
 
+def _state_word(task: drgn.Object) -> int:
+    """The task's state bits: ``__state`` since Linux 5.14, ``state`` before."""
+    try:
+        return int(task.__state)
+    except AttributeError:
+        return int(task.state)
+
+
 def is_uninterruptible(task: drgn.Object) -> bool:
     """Whether ``task`` is in ``D`` state, as ps and drgn's ``task_state_to_char`` say.
 
@@ -487,11 +490,7 @@ def is_uninterruptible(task: drgn.Object) -> bool:
     one integer, and most tasks are not blocked. False when the task cannot be read.
     """
     try:
-        try:
-            word = int(task.__state)
-        except AttributeError:
-            word = int(task.state)
-        return bool(word & TASK_UNINTERRUPTIBLE) and task_state_to_char(task) == "D"
+        return bool(_state_word(task) & TASK_UNINTERRUPTIBLE) and task_state_to_char(task) == "D"
     except (drgn.FaultError, AttributeError, LookupError, ValueError):
         return False
 
