@@ -12,12 +12,17 @@ import drgn
 from drgn.helpers.linux.printk import get_printk_records
 from drgn.helpers.linux.stack import LinuxKernelStack, kernel_stack_trace
 
-from .degraded import anchor_module_symbols, crashed_cpu, printk_lines_from_vmcoreinfo, stack_from_prstatus
-from .dump import Dump
-from .elfinfo import PrStatus
-from .helpers.modules import module_of_address
-from .helpers.stack import CanarySweep, stack_end_canaries
-from .oopslog import LogAnalysis, LogLine, parse_log
+from kpostmortem.decode.oopslog import LogAnalysis, LogLine, parse_log
+from kpostmortem.helpers.modules import module_of_address
+from kpostmortem.helpers.stack import CanarySweep, stack_end_canaries
+from kpostmortem.inputs.dump import Dump
+from kpostmortem.inputs.elfinfo import PrStatus
+from kpostmortem.inputs.nodwarf import (
+    anchor_module_symbols,
+    crashed_cpu,
+    printk_lines_from_vmcoreinfo,
+    stack_from_prstatus,
+)
 
 __all__ = ["Context"]
 

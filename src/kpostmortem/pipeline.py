@@ -10,12 +10,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from . import __version__
-from .analyzers import ANALYZERS, run_analyzers
-from .context import Context
-from .dump import Dump, open_dump
-from .report import Report
-from .verdict import decide
+from kpostmortem import __version__
+from kpostmortem.analyzers import ANALYZERS, run_analyzers
+from kpostmortem.context import Context
+from kpostmortem.inputs.dump import Dump, open_dump
+from kpostmortem.report import Report
+from kpostmortem.verdict import decide
 
 __all__ = ["analyze", "analyze_dump"]
 

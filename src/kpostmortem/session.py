@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING
 import drgn
 from drgn.helpers.common.prog import takes_program_or_default
 
-from .dump import DebugInfoStatus, Dump
-from .elfinfo import DumpHeader, read_dump_header
-from .render.common import hexa, insn_lines
-from .report import Report, Verdict
+from kpostmortem.inputs.dump import DebugInfoStatus, Dump
+from kpostmortem.inputs.elfinfo import DumpHeader, read_dump_header
+from kpostmortem.render.common import hexa, insn_lines
+from kpostmortem.report import Report, Verdict
 
 if TYPE_CHECKING:
     from drgn.helpers.linux.stack import LinuxKernelStack
 
-    from .context import Context
-    from .helpers.fault import FaultExplanation
+    from kpostmortem.context import Context
+    from kpostmortem.helpers.fault import FaultExplanation
 
 __all__ = [
     "crash_analysis",
@@ -51,7 +51,7 @@ class _CachedAnalysis:
 
 
 def dump_of_program(prog: drgn.Program, debuginfo: Sequence[str] = ()) -> Dump:
-    """Wrap a Program opened elsewhere (``drgn -c``, a script) as a :class:`~kpostmortem.dump.Dump`.
+    """Wrap a Program opened elsewhere (``drgn -c``, a script) as a :class:`~kpostmortem.inputs.dump.Dump`.
 
     The debug info already loaded in ``prog`` is recorded as is; module debug files are looked
     for later, on demand, in ``debuginfo`` and the standard places.
@@ -87,7 +87,7 @@ def analysis_of_dump(dump: Dump) -> tuple[Report, Context]:
     """Run the whole analysis on ``dump`` and remember it on its Program for the helpers below."""
     # Imported here, like kpostmortem.helpers.* below: kpostmortem.helpers re-exports this
     # module, so importing any of them at module level would be an import cycle.
-    from .pipeline import analyze_dump
+    from kpostmortem.pipeline import analyze_dump
 
     report, context = analyze_dump(dump, command=None)
     dump.prog.cache[_CACHE_KEY] = _CachedAnalysis(report, context, tuple(dump._debuginfo_dirs))
@@ -143,7 +143,7 @@ def panic_stack_trace(prog: drgn.Program) -> LinuxKernelStack:
 
 
 def _fault_from_dict(d: dict) -> FaultExplanation:
-    from .helpers.fault import FaultExplanation, Suspect
+    from kpostmortem.helpers.fault import FaultExplanation, Suspect
 
     return FaultExplanation(**{**d, "suspects": [Suspect(**s) for s in d.get("suspects", [])]})
 
@@ -274,7 +274,7 @@ def print_report(prog: drgn.Program, fmt: str = "text") -> None:
 
     :param fmt: ``"text"``, ``"json"`` or ``"markdown"``
     """
-    from .render import render
+    from kpostmortem.render import render
 
     print(render(crash_report(prog).to_dict(), fmt), end="")
 
@@ -285,8 +285,8 @@ def _display_with_str() -> None:
         from drgn.cli import display_str
     except ImportError:  # drgn before 0.0.31 has no display_str: the dataclass repr is shown
         return
-    from .helpers.fault import FaultExplanation
-    from .helpers.stack import CanaryState
+    from kpostmortem.helpers.fault import FaultExplanation
+    from kpostmortem.helpers.stack import CanaryState
 
     for cls in (Verdict, Report, FaultExplanation, CanaryState):
         display_str(cls)

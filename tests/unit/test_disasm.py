@@ -1,10 +1,10 @@
-"""Tests for kpostmortem.disasm: decoding, memory operands, windows around a PC."""
+"""Tests for kpostmortem.decode.disasm: decoding, memory operands, windows around a PC."""
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kpostmortem.disasm import (
+from kpostmortem.decode.disasm import (
     BAD_MNEMONIC,
     MemOperand,
     decode,

@@ -1,9 +1,9 @@
-"""Tests for kpostmortem.faultclass: #PF error codes, address classes, poison values."""
+"""Tests for kpostmortem.decode.faultclass: #PF error codes, address classes, poison values."""
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kpostmortem.faultclass import (
+from kpostmortem.decode.faultclass import (
     classify_address,
     decode_pf_error_code,
     errno_name,

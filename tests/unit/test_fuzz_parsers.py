@@ -23,7 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kpostmortem import disasm, elfinfo, oopslog
+from kpostmortem.decode import disasm, oopslog
+from kpostmortem.inputs import elfinfo
 
 DATA = Path(__file__).parent / "data"
 REGRESSIONS = DATA / "fuzz-regressions"
@@ -367,7 +368,7 @@ def check_parse_elf_notes(data: bytes) -> None:
 def check_printk_ring(mem: bytes, info: dict[str, str]) -> None:
     import drgn
 
-    from kpostmortem.degraded import printk_lines_from_vmcoreinfo
+    from kpostmortem.inputs.nodwarf import printk_lines_from_vmcoreinfo
 
     try:
         lines = printk_lines_from_vmcoreinfo(_ring_program(mem), info)
@@ -489,7 +490,7 @@ def test_fuzz_printk_ring(args):
 
 def test_printk_ring_reader_reads_back_what_the_kernel_wrote():
     """The ring buffer reader on a ring written as the kernel writes it, wrapped around."""
-    from kpostmortem.degraded import printk_lines_from_vmcoreinfo
+    from kpostmortem.inputs.nodwarf import printk_lines_from_vmcoreinfo
 
     texts = [f"message {i}: {'x' * (i % 7)}".encode() for i in range(12)]
     states = [2] * 11 + [1]

@@ -8,11 +8,12 @@ import drgn
 import drgn.cli
 import pytest
 
-from kpostmortem import drgn_plugin, helpers
+from kpostmortem import helpers
+from kpostmortem.frontends import drgn_plugin
+from kpostmortem.frontends.shell import _summary
 from kpostmortem.helpers import CanaryState, FaultExplanation, Suspect
 from kpostmortem.report import Evidence, Outcome, Report, Verdict
 from kpostmortem.session import format_fault_explanation, format_stack_checks
-from kpostmortem.shell import _summary
 
 
 def _verdict() -> Verdict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from kpostmortem.normalize import normalized_report
+from kpostmortem.render.normalize import normalized_report
 
 
 def _report(tail: list[str]) -> dict:

@@ -1,4 +1,4 @@
-"""Tests for kpostmortem.oopslog: kernel log text → crash records."""
+"""Tests for kpostmortem.decode.oopslog: kernel log text → crash records."""
 
 from pathlib import Path
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kpostmortem.oopslog import (
+from kpostmortem.decode.oopslog import (
     KINDS,
     LogAnalysis,
     LogLine,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kpostmortem.redact import Redactor, redact_report, redaction_note
+from kpostmortem.render.redact import Redactor, redact_report, redaction_note
 
 OOPS_LINES = [
     "BUG: kernel NULL pointer dereference, address: 0000000000000018",

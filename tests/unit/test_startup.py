@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from kpostmortem.dump import SESSION_PLUGINS, skip_session_plugins
+from kpostmortem.inputs.dump import SESSION_PLUGINS, skip_session_plugins
 
 
 def test_session_plugins_are_added_to_what_the_user_disabled():
@@ -31,9 +31,9 @@ def test_unset_gets_the_session_plugins():
 
 def test_the_pipeline_imports_no_interactive_api_nor_disassembler():
     """capstone, pyelftools and the drgn-session API are imported where used, not by the pipeline."""
-    code = ("import sys, json, kpostmortem.pipeline, kpostmortem.cli; "
+    code = ("import sys, json, kpostmortem.pipeline, kpostmortem.frontends.cli; "
             "print(json.dumps(sorted(m for m in ('capstone', 'elftools', 'kpostmortem.session', "
-            "'kpostmortem.render', 'kpostmortem.redact') if m in sys.modules)))")
+            "'kpostmortem.render', 'kpostmortem.render.redact') if m in sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert json.loads(out) == []
 

@@ -1,9 +1,9 @@
-"""Tests for kpostmortem.taint: the taint table and its decoders."""
+"""Tests for kpostmortem.decode.taint: the taint table and its decoders."""
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kpostmortem.taint import (
+from kpostmortem.decode.taint import (
     TAINT_FLAGS,
     decode_taint_letters,
     decode_taint_mask,

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from kpostmortem.categories import ALIASES, CATEGORIES, lookup
-from kpostmortem.cli import main
+from kpostmortem.frontends.cli import main
 from kpostmortem.report import Frame
 from kpostmortem.verdict import frames as skip
+from kpostmortem.verdict.categories import ALIASES, CATEGORIES, lookup
 from kpostmortem.verdict.frames import base_name, choose_guilty
 from kpostmortem.verdict.titles import _TITLE, make_signature, make_title, signature_name
 

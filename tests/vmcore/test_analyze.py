@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kpostmortem.normalize import normalized_report
+from kpostmortem.render.normalize import normalized_report
 
 from .analysis import report_of
 from .corpus import load_manifest

@@ -31,7 +31,7 @@ NULL_WRITE = ("null-pointer-dereference", "crashpoc_null_write", "crashpoc")
 
 def run_cli(*args: str, prefix: tuple[str, ...] = (), env: dict | None = None, timeout: int = 300):
     """``kpostmortem analyze ARGS`` in a fresh interpreter: (exit code, stdout, stderr)."""
-    cmd = [*prefix, sys.executable, "-m", "kpostmortem.cli", "analyze", *args]
+    cmd = [*prefix, sys.executable, "-m", "kpostmortem.frontends.cli", "analyze", *args]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     assert "Traceback" not in p.stderr, p.stderr
     assert "Traceback" not in p.stdout
@@ -99,7 +99,7 @@ def test_file_without_read_permission(tmp_path, nw):
     f = tmp_path / "vmcore"
     shutil.copyfile(nw["path"], f)
     f.chmod(0)
-    inner = " ".join([sys.executable, "-m", "kpostmortem.cli", "analyze", str(f)])
+    inner = " ".join([sys.executable, "-m", "kpostmortem.frontends.cli", "analyze", str(f)])
     p = subprocess.run([capsh, "--drop=cap_dac_override,cap_dac_read_search", "--", "-c", inner],
                        capture_output=True, text=True, timeout=120)
     assert "Traceback" not in p.stderr
@@ -227,7 +227,7 @@ def test_unknown_kdump_header_version_is_reported(tmp_path, nw):
 
 def test_another_kernels_vmlinux_is_refused_naming_both_build_ids(nw):
     other = dump_meta("null-write-612")["vmlinux"]
-    from kpostmortem.elfinfo import build_id, read_dump_header
+    from kpostmortem.inputs.elfinfo import build_id, read_dump_header
 
     rc, _out, err = run_cli(nw["path"], "--vmlinux", other)
     assert_one_line_error(rc, err, DEBUG_INFO, "does not match the dump", build_id(other),
@@ -338,7 +338,7 @@ def test_nothing_from_the_dump_is_executed():
 def test_control_characters_from_the_dump_never_reach_the_terminal(nw):
     """A task name, a log line or a panic message may hold terminal escape sequences (any
     user can name a process "\\x1b]0;…"): the report shows them as \\xNN."""
-    from kpostmortem.cli import printable
+    from kpostmortem.frontends.cli import printable
 
     hostile = {"crashed_task": {"comm": "sh\x1b]0;owned\x07", "pid": 99},
                "log": {"tail": [{"text": "\x9b2J\tok\n"}]}, "verdict": None}

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from kpostmortem import batch
-from kpostmortem.batch import FleetError, Job, find_dumps, is_dump_file, read_sidecar, run_dask, run_local
+from kpostmortem.frontends import batch
+from kpostmortem.frontends.batch import FleetError, Job, find_dumps, is_dump_file, read_sidecar, run_dask, run_local
 
 from .corpus import dump_dir, dump_meta, groups, names
 
@@ -24,7 +24,7 @@ OTHER = "gpf"
 
 
 def _batch(*args: str, timeout: int = 600) -> tuple[int, list[dict], str]:
-    run = subprocess.run([sys.executable, "-m", "kpostmortem.cli", "batch", *args],
+    run = subprocess.run([sys.executable, "-m", "kpostmortem.frontends.cli", "batch", *args],
                          capture_output=True, text=True, timeout=timeout)
     lines = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     return run.returncode, lines, run.stdout + run.stderr

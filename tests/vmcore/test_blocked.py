@@ -35,7 +35,7 @@ def _d_state_pids_by_drgn(name: str) -> set[int]:
     from drgn.helpers.linux.pid import for_each_task
     from drgn.helpers.linux.sched import task_state_to_char
 
-    from kpostmortem.dump import open_dump
+    from kpostmortem.inputs.dump import open_dump
 
     from .corpus import dump_meta
 

@@ -14,8 +14,8 @@ import pytest
 
 from kpostmortem.analyzers import Analyzer, run_analyzers
 from kpostmortem.context import Context
-from kpostmortem.degraded import module_names
-from kpostmortem.dump import open_dump
+from kpostmortem.inputs.dump import open_dump
+from kpostmortem.inputs.nodwarf import module_names
 from kpostmortem.pipeline import analyze_dump
 from kpostmortem.report import Report
 from kpostmortem.verdict.engine import DEGRADED_PENALTY
@@ -226,8 +226,8 @@ def dataclass_dict(obj) -> dict:
 
 def test_what_degraded_mode_cannot_set_up_is_reported():
     """Before Linux 6.0, VMCOREINFO does not name the kallsyms tables: no symbols, said so."""
-    from kpostmortem.degraded import enable_degraded
-    from kpostmortem.elfinfo import DumpHeader
+    from kpostmortem.inputs.elfinfo import DumpHeader
+    from kpostmortem.inputs.nodwarf import enable_degraded
 
     bare = drgn.Program(drgn.Platform(drgn.Architecture.X86_64,
                                       drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN))

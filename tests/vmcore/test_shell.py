@@ -37,7 +37,7 @@ def env(tmp_path):
 
 
 def _shell(meta, env, stdin: str, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "kpostmortem.cli", "shell", meta["path"], "--vmlinux", meta["vmlinux"]]
+    cmd = [sys.executable, "-m", "kpostmortem.frontends.cli", "shell", meta["path"], "--vmlinux", meta["vmlinux"]]
     for d in meta["debuginfo"]:
         cmd += ["--debuginfo", d]
     return subprocess.run([*cmd, *extra], input=stdin, capture_output=True, text=True, env=env,
@@ -147,7 +147,7 @@ def test_shell_verdict_displays_as_text(meta, env):
 
 
 def test_shell_missing_dump_is_one_line_and_exit_code_3(tmp_path, env):
-    proc = subprocess.run([sys.executable, "-m", "kpostmortem.cli", "shell", str(tmp_path / "nope")],
+    proc = subprocess.run([sys.executable, "-m", "kpostmortem.frontends.cli", "shell", str(tmp_path / "nope")],
                           input="", capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 3
     assert proc.stderr == f"kpostmortem: error: {tmp_path / 'nope'}: no such file\n"
@@ -158,7 +158,7 @@ def test_shell_bad_vmlinux_is_one_line_and_exit_code_4(meta, env, tmp_path):
     bogus = tmp_path / "vmlinux"
     bogus.write_text("not an ELF file\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "kpostmortem.cli", "shell", meta["path"], "--vmlinux", str(bogus)],
+        [sys.executable, "-m", "kpostmortem.frontends.cli", "shell", meta["path"], "--vmlinux", str(bogus)],
         input="", capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 4
     assert proc.stderr.startswith("kpostmortem: error: ")

@@ -17,7 +17,6 @@ from drgn.helpers.linux.stack import kernel_stack_trace
 
 from kpostmortem.analyzers import stackcheck
 from kpostmortem.context import Context
-from kpostmortem.dump import open_dump
 from kpostmortem.helpers.stack import (
     STACK_END_MAGIC,
     end_of_stack,
@@ -31,6 +30,7 @@ from kpostmortem.helpers.stack import (
     stack_usage,
     trace_reliability,
 )
+from kpostmortem.inputs.dump import open_dump
 from kpostmortem.report import Report
 from kpostmortem.verdict import decide
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from drgn.helpers.linux.pid import for_each_task
 
-from kpostmortem.dump import open_dump
 from kpostmortem.helpers.stack import _CanaryReader
+from kpostmortem.inputs.dump import open_dump
 
 from .corpus import dump_meta
 

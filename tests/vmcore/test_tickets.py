@@ -16,9 +16,9 @@ from collections import defaultdict
 
 import pytest
 
-from kpostmortem.redact import redact_report
 from kpostmortem.render import render
 from kpostmortem.render.markdown import TRACE_LINES
+from kpostmortem.render.redact import redact_report
 
 from .analysis import report_of
 from .corpus import dump_meta, load_manifest, scenario
@@ -110,7 +110,7 @@ def planted() -> list[str]:
 
 def _analyze(*options: str) -> subprocess.CompletedProcess:
     meta = dump_meta("secrets")
-    cmd = [sys.executable, "-m", "kpostmortem.cli", "analyze", meta["path"], "--vmlinux", meta["vmlinux"]]
+    cmd = [sys.executable, "-m", "kpostmortem.frontends.cli", "analyze", meta["path"], "--vmlinux", meta["vmlinux"]]
     for d in meta["debuginfo"]:
         cmd += ["--debuginfo", d]
     return subprocess.run([*cmd, *options], capture_output=True, text=True, timeout=300)

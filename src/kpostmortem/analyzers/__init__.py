@@ -5,13 +5,13 @@ A failing analyzer becomes an outcome in the report; the others still run.
 
 from __future__ import annotations
 
-from .base import Analyzer, Skip, run_analyzers
+from kpostmortem.analyzers.base import Analyzer, Skip, run_analyzers
 
 __all__ = ["Analyzer", "Skip", "run_analyzers", "ANALYZERS"]
 
 
 def _registry() -> list[Analyzer]:
-    from . import blocked, crashinfo, degraded, fault, logs, modules, stackcheck, stacktrace, task
+    from kpostmortem.analyzers import blocked, crashinfo, degraded, fault, logs, modules, stackcheck, stacktrace, task
 
     # needs_dwarf: they walk task_struct/module/runqueues, which degraded mode cannot type;
     # "degraded" stands in for task, summary and modules from the notes, log and raw lists.

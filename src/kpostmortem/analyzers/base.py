@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import drgn
 
-from ..context import Context
-from ..report import Outcome, Report
+from kpostmortem.context import Context
+from kpostmortem.report import Outcome, Report
 
 __all__ = ["Analyzer", "Skip", "run_analyzers"]
 

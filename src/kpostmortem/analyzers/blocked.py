@@ -15,10 +15,10 @@ from collections.abc import Iterable, Iterator
 import drgn
 from drgn.helpers.linux.pid import for_each_task
 
-from ..context import Context
-from ..helpers.stack import is_uninterruptible
-from ..helpers.trace import frames_of
-from ..report import Report
+from kpostmortem.context import Context
+from kpostmortem.helpers.stack import is_uninterruptible
+from kpostmortem.helpers.trace import frames_of
+from kpostmortem.report import Report
 
 MAX_TASKS = 100_000
 MAX_REPORTED = 20

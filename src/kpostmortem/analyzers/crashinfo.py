@@ -9,9 +9,9 @@ import drgn
 from drgn.helpers.linux.panic import panic_message
 from drgn.helpers.linux.timekeeping import uptime
 
-from ..context import Context
-from ..report import Frame, Report
-from ..taint import decode_taint_mask
+from kpostmortem.context import Context
+from kpostmortem.decode.taint import decode_taint_mask
+from kpostmortem.report import Frame, Report
 
 
 def _panic_message_of(ctx: Context) -> bytes | None:

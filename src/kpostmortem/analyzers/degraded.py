@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from ..context import Context
-from ..degraded import module_names
-from ..helpers.modules import modules_section
-from ..report import Frame, Report
-from ..taint import decode_taint_letters, taint_mask_from_letters
+from kpostmortem.context import Context
+from kpostmortem.decode.taint import decode_taint_letters, taint_mask_from_letters
+from kpostmortem.helpers.modules import modules_section
+from kpostmortem.inputs.nodwarf import module_names
+from kpostmortem.report import Frame, Report
 
 
 def _how(frames, records) -> tuple[str, str]:

@@ -7,11 +7,11 @@ the code still in the dump.
 
 from __future__ import annotations
 
-from ..context import Context
-from ..helpers.fault import explain_fault, explain_fault_at
-from ..oopslog import OopsRecord
-from ..report import Report
-from .base import Skip
+from kpostmortem.analyzers.base import Skip
+from kpostmortem.context import Context
+from kpostmortem.decode.oopslog import OopsRecord
+from kpostmortem.helpers.fault import explain_fault, explain_fault_at
+from kpostmortem.report import Report
 
 FAULT_KINDS = ("null-deref", "page-fault", "gpf", "bug", "invalid-opcode", "divide-error",
                "double-fault", "stack-guard", "warning")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..context import Context
-from ..helpers.source import normalize_source_path
-from ..report import Report
+from kpostmortem.context import Context
+from kpostmortem.helpers.source import normalize_source_path
+from kpostmortem.report import Report
 
 TAIL_LINES = 40
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..context import Context
-from ..helpers.modules import loaded_modules, module_facts, modules_section
-from ..report import Report
+from kpostmortem.context import Context
+from kpostmortem.helpers.modules import loaded_modules, module_facts, modules_section
+from kpostmortem.report import Report
 
 
 def run(ctx: Context, report: Report) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 import drgn
 from drgn.helpers.linux.sched import task_cpu
 
-from ..context import Context
-from ..helpers.stack import (
+from kpostmortem.context import Context
+from kpostmortem.helpers.stack import (
     StackRange,
     recursion_in,
     scan_stack_for_text,
@@ -27,7 +27,7 @@ from ..helpers.stack import (
     thread_size,
     trace_reliability,
 )
-from ..report import Report
+from kpostmortem.report import Report
 
 # Errors a part of the checks may hit on a damaged dump; anything else is a bug and fails
 # the analyzer.

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..context import Context
-from ..helpers.trace import frame_from_drgn
-from ..report import Frame, Report
+from kpostmortem.context import Context
+from kpostmortem.helpers.trace import frame_from_drgn
+from kpostmortem.report import Frame, Report
 
 
 def run(ctx: Context, report: Report) -> None:

@@ -6,8 +6,8 @@ import drgn
 from drgn.helpers.linux.percpu import per_cpu
 from drgn.helpers.linux.sched import task_cpu, task_state_to_char
 
-from ..context import Context
-from ..report import Report
+from kpostmortem.context import Context
+from kpostmortem.report import Report
 
 # include/linux/preempt.h
 SOFTIRQ_OFFSET = 0x100

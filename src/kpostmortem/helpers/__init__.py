@@ -7,8 +7,8 @@ unless their name says so. Inside kpostmortem, import the submodules (``.fault``
 so that the analyzers, which import the submodules, do not pay for the interactive API.
 """
 
-from . import stack as _stack
-from .fault import (
+from kpostmortem.helpers import stack as _stack
+from kpostmortem.helpers.fault import (
     FaultExplanation,
     Suspect,
     bug_entry_at,
@@ -18,8 +18,8 @@ from .fault import (
     kernel_mapping,
     vmap_context,
 )
-from .modules import loaded_modules, module_facts, module_of_address
-from .stack import *  # noqa: F403 - the stack helpers' own __all__
+from kpostmortem.helpers.modules import loaded_modules, module_facts, module_of_address
+from kpostmortem.helpers.stack import *  # noqa: F403 - the stack helpers' own __all__
 
 # Re-exported from kpostmortem.session on first use (see __getattr__).
 _SESSION_NAMES = (
@@ -55,7 +55,7 @@ __all__ = [  # noqa: PLE0604 - the session names resolve through __getattr__
 
 def __getattr__(name: str):
     if name in _SESSION_NAMES:
-        from .. import session
+        from kpostmortem import session
 
         return getattr(session, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass, field
 import drgn
 from drgn.helpers.common.type import member_at_offset
 
-from ..disasm import Instruction, decode_window, effective_address, register_family
-from ..faultclass import classify_address, decode_pf_error_code, recognize_poison
-from .modules import module_of_address
-from .source import normalize_source_path
+from kpostmortem.decode.disasm import Instruction, decode_window, effective_address, register_family
+from kpostmortem.decode.faultclass import classify_address, decode_pf_error_code, recognize_poison
+from kpostmortem.helpers.modules import module_of_address
+from kpostmortem.helpers.source import normalize_source_path
 
 __all__ = ["FaultExplanation", "Suspect", "explain_fault", "explain_fault_at", "exception_frame_index", "read_code"]
 
@@ -554,7 +554,7 @@ def explain_fault_at(
         return ex
     insn = insns[trap]
     ex.trapping_instruction = f"{insn.mnemonic} {insn.op_str}".strip()
-    from ..disasm import is_ud2
+    from kpostmortem.decode.disasm import is_ud2
 
     ex.is_ud2 = is_ud2(insn)
     if ex.is_ud2:

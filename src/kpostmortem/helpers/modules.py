@@ -28,7 +28,7 @@ def module_of_address(prog: drgn.Program, addr: int | None) -> str | None:
         mod = address_to_module(prog, addr)
     except (drgn.FaultError, LookupError, ValueError):
         # Without DWARF (degraded mode) struct module is unknown; use the ranges learnt from
-        # the oops log, if any (kpostmortem.degraded.anchor_module_symbols).
+        # the oops log, if any (kpostmortem.inputs.nodwarf.anchor_module_symbols).
         for start, end, name in prog.cache.get("kpostmortem.module_ranges", ()):
             if start <= addr < end:
                 return name
@@ -90,7 +90,7 @@ def loaded_modules(prog: drgn.Program, limit: int = 10000) -> list[drgn.Object]:
 def modules_section(mods: list[dict], frames: list, log, debug_files: dict[str, str]) -> dict:
     """The report's modules section from per-module facts (``module_facts`` or degraded ones),
     the crashed stack's frames, the parsed log and the debug files loaded per module."""
-    from ..taint import decode_taint_letters
+    from kpostmortem.decode.taint import decode_taint_letters
 
     for m in mods:
         m["taint_names"] = [TAINT_WORDS.get(f.letter, f.name) for f in decode_taint_letters(m.get("taints") or "")]

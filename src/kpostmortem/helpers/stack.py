@@ -1094,7 +1094,7 @@ def _text_checker(prog: drgn.Program) -> Any:
     Symbols first; then the core kernel's ``_stext``..``_etext`` and the modules' memory, for
     addresses in padding or in a module whose symbols are not loaded.
     """
-    from .modules import module_of_address
+    from kpostmortem.helpers.modules import module_of_address
 
     try:
         text = (prog.symbol("_stext").address, prog.symbol("_etext").address)
@@ -1226,7 +1226,7 @@ def text_addresses_in(prog: drgn.Program, start: int, end: int,
 
     :param trace_pcs: PCs of the unwound trace, to mark the entries it confirms
     """
-    from .modules import module_of_address
+    from kpostmortem.helpers.modules import module_of_address
 
     word = _word_size(prog)
     order = _byteorder(prog)

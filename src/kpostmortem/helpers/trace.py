@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import drgn
 
-from ..report import Frame
-from .fault import is_kdump_capture_frame
-from .modules import module_of_address
-from .source import normalize_source_path
+from kpostmortem.helpers.fault import is_kdump_capture_frame
+from kpostmortem.helpers.modules import module_of_address
+from kpostmortem.helpers.source import normalize_source_path
+from kpostmortem.report import Frame
 
 __all__ = ["frame_from_drgn", "frames_of"]
 

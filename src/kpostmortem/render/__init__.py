@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .jsonfmt import render_json
-from .markdown import render_markdown
-from .text import render_text
+from kpostmortem.render.jsonfmt import render_json
+from kpostmortem.render.markdown import render_markdown
+from kpostmortem.render.text import render_text
 
 RENDERERS: dict[str, Callable[..., str]] = {
     "text": render_text,

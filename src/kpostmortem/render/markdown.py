@@ -11,8 +11,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from .common import frame_lines, hexa, insn_lines, size_text
-from .text import stack_check_lines
+from kpostmortem.render.common import frame_lines, hexa, insn_lines, size_text
+from kpostmortem.render.text import stack_check_lines
 
 TRACE_LINES = 24
 """Frames shown in the ticket's trace (after collapsing recursion)."""

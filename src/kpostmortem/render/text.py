@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-from .common import frame_lines, hexa, insn_lines, size_text
+from kpostmortem.render.common import frame_lines, hexa, insn_lines, size_text
 
 _BOLD, _RED, _GREEN, _YELLOW, _DIM, _RESET = "\033[1m", "\033[31m", "\033[32m", "\033[33m", "\033[2m", "\033[0m"
 

@@ -1,5 +1,5 @@
 """Verdict engine: rules over the report's sections (no drgn) → one Verdict."""
 
-from .engine import decide
+from kpostmortem.verdict.engine import decide
 
 __all__ = ["decide"]

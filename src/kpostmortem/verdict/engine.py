@@ -10,9 +10,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..report import Evidence, Frame, Report, Verdict
-from .frames import base_name, choose_guilty, is_plumbing
-from .titles import make_signature, make_title
+from kpostmortem.report import Evidence, Frame, Report, Verdict
+from kpostmortem.verdict.frames import base_name, choose_guilty, is_plumbing
+from kpostmortem.verdict.titles import make_signature, make_title
 
 __all__ = ["decide", "category_of_record"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from ..report import Frame
+from kpostmortem.report import Frame
 
 __all__ = [
     "base_name", "choose_guilty", "is_helper", "is_plumbing", "PLUMBING", "PLUMBING_PREFIXES", "INTERRUPT_PLUMBING",

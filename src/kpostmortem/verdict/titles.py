@@ -6,7 +6,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 
-from .frames import base_name
+from kpostmortem.verdict.frames import base_name
 
 _TITLE = {
     "null-pointer-dereference": "BUG: kernel NULL pointer dereference in {f}",

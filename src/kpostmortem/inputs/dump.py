@@ -14,9 +14,9 @@ from pathlib import Path
 
 import drgn
 
-from .degraded import DegradedState, enable_degraded
-from .elfinfo import ELF_MAGIC, DumpHeader, build_id, read_dump_header
-from .errors import DebugInfoError, DumpError
+from kpostmortem.errors import DebugInfoError, DumpError
+from kpostmortem.inputs.elfinfo import ELF_MAGIC, DumpHeader, build_id, read_dump_header
+from kpostmortem.inputs.nodwarf import DegradedState, enable_degraded
 
 __all__ = ["DebugInfoStatus", "Dump", "open_dump", "find_vmlinux", "normalize_module_name"]
 

@@ -18,7 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ExitCode, KpmError
+from kpostmortem.errors import ExitCode, KpmError
 
 __all__ = [
     "Job", "find_dumps", "is_dump_file", "read_sidecar", "analyze_one", "run_local", "run_dask",
@@ -143,11 +143,11 @@ def analyze_one(job: Job) -> dict[str, Any]:
     t0, cpu0 = time.perf_counter(), time.process_time()
     record: dict[str, Any] = {"kind": "dump", "path": job.path, "debug_info_from": job.debug_from}
     try:
-        from .pipeline import analyze
+        from kpostmortem.pipeline import analyze
 
         report = analyze(job.path, job.vmlinux, job.debuginfo, command=None).to_dict()
         if job.redact:
-            from .redact import redact_report
+            from kpostmortem.render.redact import redact_report
 
             report = redact_report(report, comms=job.redact_comm)
     except KpmError as e:
@@ -197,7 +197,7 @@ def run_local(jobs: Sequence[Job], workers: int,
     ctx = multiprocessing.get_context("forkserver")
     # Not the pipeline: drgn's OpenMP runtime reads OMP_NUM_THREADS when it is loaded, which
     # must happen in the worker, after _worker_init.
-    ctx.set_forkserver_preload(["kpostmortem.batch"])
+    ctx.set_forkserver_preload(["kpostmortem.frontends.batch"])
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     left = list(jobs)
     with cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx,

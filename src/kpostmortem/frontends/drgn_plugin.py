@@ -39,7 +39,7 @@ def _analysis_arguments() -> tuple:
 
 
 def _analysis(prog: drgn.Program, args: argparse.Namespace):
-    from .session import crash_analysis
+    from kpostmortem.session import crash_analysis
 
     return crash_analysis(prog, args.debuginfo, refresh=args.refresh)
 
@@ -82,7 +82,7 @@ def _cmd_kpm(prog: drgn.Program, name: str, args: argparse.Namespace, *,
     if args.help:
         print(parser.format_help(), end="")
         return
-    from .render import render
+    from kpostmortem.render import render
 
     report, _context = _analysis(prog, args)
     print(render(report.to_dict(), args.format), end="")
@@ -110,7 +110,7 @@ def _cmd_kpm_fault(prog: drgn.Program, name: str, args: argparse.Namespace, *,
         print(_python(_debuginfo_call("crash_analysis", args), "ex = fault_explanation(prog)",
                       "print(format_fault_explanation(ex))  # ex.to_dict() for the data"))
         return
-    from .session import fault_explanation, format_fault_explanation
+    from kpostmortem.session import fault_explanation, format_fault_explanation
 
     report, _context = _analysis(prog, args)
     ex = fault_explanation(prog)
@@ -127,7 +127,7 @@ def _cmd_kpm_stack(prog: drgn.Program, name: str, args: argparse.Namespace, *,
     if args.help:
         print(parser.format_help(), end="")
         return
-    from .session import format_stack_checks
+    from kpostmortem.session import format_stack_checks
 
     if args.drgn:
         if args.pid is not None:
@@ -140,7 +140,7 @@ def _cmd_kpm_stack(prog: drgn.Program, name: str, args: argparse.Namespace, *,
     if args.pid is not None:
         from drgn.helpers.linux.pid import find_task
 
-        from .helpers.stack import stack_end_canary
+        from kpostmortem.helpers.stack import stack_end_canary
 
         task = find_task(prog, args.pid)
         if not task:

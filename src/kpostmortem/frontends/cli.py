@@ -13,8 +13,8 @@ import sys
 
 import click
 
-from . import __version__
-from .errors import ExitCode, KpmError
+from kpostmortem import __version__
+from kpostmortem.errors import ExitCode, KpmError
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -154,7 +154,7 @@ def analyze(
     """
     if redact_comm and not redact:
         raise click.UsageError("--redact-comm goes with --redact")
-    from .dump import open_dump, skip_session_plugins
+    from kpostmortem.inputs.dump import open_dump, skip_session_plugins
 
     skip_session_plugins()
 
@@ -165,8 +165,8 @@ def analyze(
                                                   allow_no_debug_info=not require_debuginfo,
                                                   progress=_progress(sys.stderr.isatty())))
         # While drgn indexes the DWARF (on its own threads, without the GIL), import the rest.
-        from .pipeline import analyze_dump
-        from .render import render
+        from kpostmortem.pipeline import analyze_dump
+        from kpostmortem.render import render
 
         dump = opened()
         if dump.debug.degraded:
@@ -188,7 +188,7 @@ def analyze(
     try:
         data = printable(report.to_dict())
         if redact:
-            from .redact import redact_report, redaction_note
+            from kpostmortem.render.redact import redact_report, redaction_note
 
             data = redact_report(data, comms=redact_comm)
         use_color = color if color is not None else (output is None and sys.stdout.isatty())
@@ -222,7 +222,7 @@ def shell(vmcore: str, vmlinux: str | None, debuginfo: tuple[str, ...]) -> None:
     ctx, drgn's helpers, kpostmortem's helpers and the %kpm commands; kpm_help() lists them.
     Commands may also be fed on standard input.
     """
-    from .shell import open_session, run_shell
+    from kpostmortem.frontends.shell import open_session, run_shell
 
     try:
         session = open_session(vmcore, vmlinux, debuginfo, progress=_progress(sys.stderr.isatty()))
@@ -280,8 +280,8 @@ def batch(
     """Analyse many dumps (DIR searched recursively, or FILES) in parallel and group them by signature."""
     import json
 
-    from .batch import FleetError, batch_exit_code, find_dumps, run_batch, text_line, text_summary
-    from .dump import skip_session_plugins
+    from kpostmortem.frontends.batch import FleetError, batch_exit_code, find_dumps, run_batch, text_line, text_summary
+    from kpostmortem.inputs.dump import skip_session_plugins
 
     skip_session_plugins()  # before the workers start: they inherit the environment
 
@@ -322,7 +322,7 @@ def explain(code: str | None, list_all: bool, fmt: str) -> None:
     """What a verdict category CODE means, the evidence behind it, and what to look at next."""
     import json
 
-    from .categories import CATEGORIES, lookup, suggest
+    from kpostmortem.verdict.categories import CATEGORIES, lookup, suggest
 
     if list_all or not code:
         if fmt == "json":

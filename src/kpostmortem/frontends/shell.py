@@ -14,10 +14,10 @@ from typing import Any
 
 import drgn
 
-from . import __version__
-from .context import Context
-from .dump import Dump, open_dump
-from .report import Report
+from kpostmortem import __version__
+from kpostmortem.context import Context
+from kpostmortem.inputs.dump import Dump, open_dump
+from kpostmortem.report import Report
 
 __all__ = ["Session", "open_session", "session_banner", "session_globals", "run_shell"]
 
@@ -50,7 +50,7 @@ def open_session(
 
     :raises KpmError: the dump or its debug info cannot be opened (one line, an exit code)
     """
-    from .session import analysis_of_dump
+    from kpostmortem.session import analysis_of_dump
 
     dump = open_dump(path, vmlinux, debuginfo, progress=progress)
     if progress:
@@ -68,7 +68,7 @@ def _summary(func: Callable[..., Any]) -> str:
 
 def kpm_help() -> None:
     """Print what kpostmortem puts in this session: variables, helpers, commands."""
-    from . import helpers
+    from kpostmortem import helpers
 
     print("kpostmortem in this drgn session\n\nVariables:")
     for name, text in VARIABLES:
@@ -91,8 +91,8 @@ def kpm_help() -> None:
 
 def session_globals(session: Session, base: dict[str, Any]) -> dict[str, Any]:
     """drgn's default globals plus kpostmortem's helpers and the analysis results."""
-    from . import helpers
-    from .session import fault_explanation
+    from kpostmortem import helpers
+    from kpostmortem.session import fault_explanation
 
     scope = dict(base)
     scope.update({name: getattr(helpers, name) for name in helpers.__all__})
@@ -134,7 +134,7 @@ def run_shell(session: Session) -> None:
     """Run drgn's interactive session on the analysed dump until the user exits."""
     from drgn.cli import run_interactive
 
-    from .drgn_plugin import register_commands
+    from kpostmortem.frontends.drgn_plugin import register_commands
 
     # Also when drgn plugins are disabled (DRGN_DISABLE_PLUGINS): the banner promises them.
     register_commands()

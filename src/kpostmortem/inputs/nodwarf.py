@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING
 
 import drgn
 
-from .elfinfo import DumpHeader, PrStatus
+from kpostmortem.inputs.elfinfo import DumpHeader, PrStatus
 
 if TYPE_CHECKING:  # imported where used: open_dump imports this module before the analysis needs oopslog
-    from .oopslog import LogLine
+    from kpostmortem.decode.oopslog import LogLine
 
 __all__ = [
     "DegradedState",
@@ -211,7 +211,7 @@ def printk_lines_from_vmcoreinfo(prog: drgn.Program, info: dict[str, str]) -> li
     :raises LookupError: VMCOREINFO does not describe the ring buffer (older kernel)
     :raises drgn.FaultError: the ring buffer's memory is not in the dump
     """
-    from .oopslog import LogLine
+    from kpostmortem.decode.oopslog import LogLine
 
     def off(name: str) -> int:
         v = _vmcoreinfo_int(info, f"OFFSET({name})")

@@ -1,0 +1,1 @@
+"""Front ends: the click CLI, the drgn shell and plugin commands, fleet batch runs."""
