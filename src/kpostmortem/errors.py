@@ -49,3 +49,9 @@ class DebugInfoError(KpmError):
     """Debug info is missing or does not match the dump."""
 
     exit_code = ExitCode.DEBUG_INFO
+
+
+class NoCrashReport(KpmError):
+    """The input is readable but holds no kernel crash report (a log of a healthy boot)."""
+
+    exit_code = ExitCode.NO_VERDICT

@@ -6,7 +6,7 @@ Pure text processing after the printk formats of Linux 4.x-6.x: oopses, BUG/WARN
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "parse_dmesg_text",
     "parse_log",
     "parse_trace_entry",
+    "split_log_line",
 ]
 
 KINDS = (
@@ -210,6 +211,15 @@ class LogAnalysis:
     """(module, license) of "mod: module license 'x' taints kernel."."""
     kernel_offset: int | None = None
     """KASLR offset of "Kernel Offset: 0x... from 0xffffffff81000000"; 0 for "disabled"."""
+    record_lines: tuple[tuple[LogLine, ...], ...] = ()
+    """The lines of each record (first_line_index to last_line_index, at most ``keep_lines`` of
+    them), when parse_log was asked to keep them: streamed input is not kept whole."""
+    lines_total: int = 0
+    """How many lines parse_log read."""
+    boots: tuple[int, ...] = ()
+    """Indices of the lines where a new kernel's log starts after the log's own start (kdump's
+    capture kernel on the console, the next boot in a syslog file): "Linux version" at time 0,
+    or time going back."""
 
     def first_oops(self) -> OopsRecord | None:
         """The first record that is an oops-like fault (see OopsRecord.is_oops)."""
@@ -1126,8 +1136,29 @@ class _Parser:
         self.licenses: list[tuple[str, str]] = []
         self.kernel_offset: int | None = None
         self.last_stamp: float | None = None
+        self.keep_lines = 0
+        self.kept: list[list[LogLine]] = []
+        self.boots: list[int] = []
+        self.lines_total = 0
 
     def feed(self, index: int, line: LogLine) -> None:
+        self.lines_total = index + 1
+        self._feed(index, line)
+        if self.keep_lines:
+            self._keep(index, line)
+
+    def _keep(self, index: int, line: LogLine) -> None:
+        """Remember the line for the records it may belong to: open ones, newest first."""
+        while len(self.kept) < len(self.builders):
+            self.kept.append([])
+        for n in range(len(self.builders) - 1, max(-1, len(self.builders) - 9), -1):
+            b, kept = self.builders[n], self.kept[n]
+            if b.closed and b.last < index:
+                continue
+            if b.first <= index and len(kept) < self.keep_lines:
+                kept.append(line)
+
+    def _feed(self, index: int, line: LogLine) -> None:
         text = line.text.replace("\r", "").rstrip()
         body = text.strip()
         self._notice_reboot(line, body)
@@ -1151,6 +1182,10 @@ class _Parser:
             stamp is not None and self.last_stamp is not None and stamp + 1.0 < self.last_stamp
         )
         if restarted or (body.startswith("Linux version ") and (stamp or 0.0) < 1.0):
+            # Not the log's own start: a boot banner after other kernel lines.
+            earlier = self.last_stamp is not None or self.lines_total > 50
+            if earlier and (not self.boots or self.boots[-1] < self.lines_total - 50):
+                self.boots.append(self.lines_total - 1)
             for b in self.open.values():
                 b.closed = True
             self.open.clear()
@@ -1237,6 +1272,9 @@ class _Parser:
 
     def finish(self) -> LogAnalysis:
         escalates = _resolve_escalations(self.builders)
+        kept = tuple(
+            tuple(lines[: b.last - b.first + 1]) for b, lines in zip(self.builders, self.kept, strict=False)
+        )
         return LogAnalysis(
             records=tuple(b.record(e) for b, e in zip(self.builders, escalates, strict=True)),
             unknown_symbols=tuple(self.unknown_symbols),
@@ -1245,17 +1283,25 @@ class _Parser:
             out_of_tree_modules=tuple(self.out_of_tree),
             module_license_taints=tuple(self.licenses),
             kernel_offset=self.kernel_offset,
+            record_lines=kept if self.keep_lines else (),
+            lines_total=self.lines_total,
+            boots=tuple(self.boots),
         )
 
 
-def parse_log(lines: Sequence[LogLine]) -> LogAnalysis:
+def parse_log(lines: Iterable[LogLine], keep_lines: int = 0) -> LogAnalysis:
     """Find the crash records in a kernel log (see OopsRecord) and the module-loading errors.
 
     Lines of one report are gathered by their printk caller id when the log has them, else
     by position; unrelated lines interleaved from other CPUs are skipped, not taken for the
     end of a report. Never raises on odd input.
+
+    ``lines`` may be a stream (a generator over a huge file): it is read once, and only the
+    parser's state is kept. With ``keep_lines`` > 0 the lines of each record (up to that many
+    per record) are kept in ``LogAnalysis.record_lines``.
     """
     parser = _Parser()
+    parser.keep_lines = keep_lines
     for index, line in enumerate(lines):
         parser.feed(index, line)
     return parser.finish()
@@ -1270,7 +1316,14 @@ _STAMP = re.compile(r"\[\s*(\d{1,10})\.(\d{6})\](?:\[\s*([TC]\d+)\])?")
 _LEAD_STAMP = re.compile(r"^\[\s*(\d{1,10})\.(\d{1,9})\](?:\[\s*([TC]\d+)\])?")
 _KMSG = re.compile(r"^(\d{1,4}),\d+,(\d{1,18}),[^;]*?(?:caller=([TC]\d+)[^;]*)?;(.*)$")
 _SYSLOG_LEVEL = re.compile(r"^<(\d{1,3})>")
-_JOURNAL = re.compile(r"^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ kernel: (.*)$")
+# A syslog or journal prefix: "Nov 25 09:30:01 host ", "2026-11-25T09:30:01.123456+00:00 host ",
+# RFC 5424's "<4>1 2026-11-25T09:30:01Z host ", then the program: "kernel: " or "prog[pid]: ".
+_SYSLOG_PREFIX = re.compile(
+    r"^(?:<\d{1,3}>\d? ?)?"
+    r"(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)?|"
+    r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?)"
+    r" (?:\S+ )?(?P<prog>[\w.\-/@]+)(?:\[\d+\])?: ?"
+)
 
 
 def _after_stamp(text: str) -> str:
@@ -1279,15 +1332,21 @@ def _after_stamp(text: str) -> str:
 
 def parse_dmesg_text(text: str) -> list[LogLine]:
     """Split log text into LogLines: "[    3.770012] msg" (dmesg, console, drgn), with the
-    "[T67]"/"[C1]" caller field, "<4>" levels, /dev/kmsg records, journal "kernel:" lines,
-    or no timestamps at all. Carriage returns, ANSI escapes and control bytes are removed;
-    text before a timestamp (serial garbage, a login prompt) is dropped, and a line holding
-    several timestamped messages is split."""
+    "[T67]"/"[C1]" caller field, "<4>" levels, /dev/kmsg records, journal and syslog lines
+    (the kernel's only: other programs' lines are dropped), or no timestamps at all. Carriage
+    returns, ANSI escapes and control bytes are removed; text before a timestamp (serial
+    garbage, a login prompt) is dropped, and a line holding several timestamped messages is
+    split."""
     out: list[LogLine] = []
     for raw in text.split("\n"):
-        line = _CONTROL.sub("", _ANSI.sub("", raw.replace("\r", "")))
-        out.extend(_split_line(line))
+        out.extend(split_log_line(raw))
     return out
+
+
+def split_log_line(raw: str) -> list[LogLine]:
+    """One line of log text (no newline) as LogLines: see parse_dmesg_text. Empty for a
+    syslog/journal line of a program other than the kernel."""
+    return _split_line(_CONTROL.sub("", _ANSI.sub("", raw.replace("\r", ""))))
 
 
 def _split_line(line: str) -> list[LogLine]:
@@ -1295,9 +1354,11 @@ def _split_line(line: str) -> list[LogLine]:
     if kmsg is not None:
         level = int(kmsg.group(1)) & 7
         return [LogLine(kmsg.group(4), int(kmsg.group(2)) / 1e6, kmsg.group(3), level)]
-    journal = _JOURNAL.match(line)
-    if journal is not None:
-        line = journal.group(1)
+    syslog_prefix = _SYSLOG_PREFIX.match(line)
+    if syslog_prefix is not None:
+        if syslog_prefix.group("prog") != "kernel":
+            return []  # user space's lines in a syslog file: not the kernel's
+        line = line[syslog_prefix.end() :]
     level = None
     syslog = _SYSLOG_LEVEL.match(line)
     if syslog is not None:

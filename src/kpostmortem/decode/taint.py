@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "MODULE_TAINT_WORDS",
     "TAINT_FLAGS",
     "TaintFlag",
     "decode_taint_letters",
@@ -58,6 +59,10 @@ TAINT_FLAGS: tuple[TaintFlag, ...] = (
     TaintFlag(19, "J", "FWCTL", "userspace used a mutating debug operation in fwctl", True),
 )
 """The kernel's taint table, in bit order (bit 19 ``J`` exists since Linux 6.15)."""
+
+MODULE_TAINT_WORDS = {"O": "out-of-tree", "E": "unsigned", "P": "proprietary", "F": "force-loaded",
+                      "C": "staging", "X": "auxiliary", "K": "livepatch", "T": "randstruct", "N": "test"}
+"""Module taint letters in the words a report uses."""
 
 _BY_LETTER = {flag.letter: flag for flag in TAINT_FLAGS}
 _BY_NAME = {flag.name: flag for flag in TAINT_FLAGS}

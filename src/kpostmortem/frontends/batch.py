@@ -12,16 +12,17 @@ import datetime as dt
 import json
 import multiprocessing
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
-from kpostmortem.errors import ExitCode, KpmError
+from kpostmortem.errors import ExitCode, KpmError, NoCrashReport
 
 __all__ = [
-    "Job", "find_dumps", "is_dump_file", "read_sidecar", "analyze_one", "run_local", "run_dask",
+    "Job", "find_dumps", "is_dump_file", "is_log_file", "read_sidecar", "analyze_one", "run_local", "run_dask",
     "summarize", "text_line", "text_summary", "batch_exit_code", "FleetError",
 ]
 
@@ -66,6 +67,24 @@ def is_dump_file(path: str) -> bool:
     return False
 
 
+# Names of kernel text logs as people keep them: console captures, kdump's dmesg files, syslog,
+# pstore records (systemd-pstore's copies too). Only these are taken from directories (--logs).
+_LOG_NAME = re.compile(
+    r"(\.log(\.\d+)?(\.gz)?$|^dmesg|vmcore-dmesg|^kern\.log|^messages|^syslog|^console|\.dmesg$)")
+
+
+def is_log_file(path: str) -> bool:
+    """Whether ``path`` is named like a kernel text log and holds text (see inputs.log.sniff_input)."""
+    from kpostmortem.inputs.log import LOG_KINDS, sniff_input
+
+    if not _LOG_NAME.search(os.path.basename(path)):
+        return False
+    try:
+        return sniff_input(path) in LOG_KINDS
+    except OSError:
+        return False
+
+
 def read_sidecar(dump: str) -> dict[str, Any] | None:
     """Debug info named by ``<dump>.meta.json`` or ``meta.json`` beside the dump, paths made absolute.
 
@@ -99,12 +118,14 @@ def find_dumps(
     debuginfo: Sequence[str] = (),
     redact: bool = False,
     redact_comm: bool = False,
+    logs: bool = False,
 ) -> list[Job]:
     """Jobs for the dumps named or found under ``paths``, in path order, each dump once.
 
     A directory is searched recursively (hidden directories skipped) for files that start like
-    a crash dump; a file named explicitly is always taken (if it is not a dump, its record says
-    so). Debug info: the dump's sidecar meta.json, else the options, else auto-discovery.
+    a crash dump, and with ``logs`` for kernel text logs (see is_log_file); a file named
+    explicitly is always taken (if it is neither, its record says so). Debug info: the dump's
+    sidecar meta.json, else the options, else auto-discovery.
     """
     found: list[str] = []
     for p in paths:
@@ -112,7 +133,8 @@ def find_dumps(
             for root, dirs, files in os.walk(p):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 found.extend(os.path.join(root, f) for f in sorted(files)
-                             if not f.startswith(".") and is_dump_file(os.path.join(root, f)))
+                             if not f.startswith(".") and (is_dump_file(os.path.join(root, f))
+                                                           or (logs and is_log_file(os.path.join(root, f)))))
         else:
             found.append(p)
     jobs, seen = [], set()
@@ -143,9 +165,12 @@ def analyze_one(job: Job) -> dict[str, Any]:
     t0, cpu0 = time.perf_counter(), time.process_time()
     record: dict[str, Any] = {"kind": "dump", "path": job.path, "debug_info_from": job.debug_from}
     try:
-        from kpostmortem.pipeline import analyze
+        if is_dump_file(job.path):
+            from kpostmortem.pipeline import analyze
 
-        report = analyze(job.path, job.vmlinux, job.debuginfo, command=None).to_dict()
+            report = analyze(job.path, job.vmlinux, job.debuginfo, command=None).to_dict()
+        else:
+            report = _log_report(job)
         if job.redact:
             from kpostmortem.render.redact import redact_report
 
@@ -176,6 +201,24 @@ def analyze_one(job: Job) -> dict[str, Any]:
     record["seconds"] = round(time.perf_counter() - t0, 3)
     record["cpu_seconds"] = round(time.process_time() - cpu0, 3)
     return record
+
+
+def _log_report(job: Job) -> dict[str, Any]:
+    """The report of a file that is not a dump: a text log, or a DumpError saying what it is."""
+    from kpostmortem.inputs.dump import open_dump
+    from kpostmortem.inputs.log import LOG_KINDS, open_log, sniff_input
+    from kpostmortem.logreport import analyze_log_source
+
+    try:
+        kind = sniff_input(job.path)
+    except OSError:
+        kind = None
+    if kind not in LOG_KINDS:
+        open_dump(job.path)  # raises the DumpError that says what the file is
+    source = open_log(job.path, kind)
+    if not source.analysis.records:
+        raise NoCrashReport(f"{job.path}: no kernel crash report found{source.no_report_hint}")
+    return analyze_log_source(source, job.vmlinux, job.debuginfo).to_dict()
 
 
 def _failed(job: Job, error: str) -> dict[str, Any]:

@@ -154,6 +154,11 @@ def analyze(
     """
     if redact_comm and not redact:
         raise click.UsageError("--redact-comm goes with --redact")
+    log_kind = _text_log_kind(vmcore)
+    if log_kind is not None:
+        report = _text_log_report(vmcore, log_kind, vmlinux, debuginfo)
+        _emit_report(report, fmt, output, max_bytes, color, redact, redact_comm)
+        return
     from kpostmortem.inputs.dump import open_dump, skip_session_plugins
 
     skip_session_plugins()
@@ -166,7 +171,7 @@ def analyze(
                                                   progress=_progress(sys.stderr.isatty())))
         # While drgn indexes the DWARF (on its own threads, without the GIL), import the rest.
         from kpostmortem.pipeline import analyze_dump
-        from kpostmortem.render import render
+        from kpostmortem.render import render  # noqa: F401 - imported while drgn indexes
 
         dump = opened()
         if dump.debug.degraded:
@@ -185,6 +190,44 @@ def analyze(
     except Exception as e:  # noqa: BLE001 - never a traceback for the user
         _fail(f"internal error: {type(e).__name__}: {e} (please report with the command line)", ExitCode.INTERNAL)
         return
+    _emit_report(report, fmt, output, max_bytes, color, redact, redact_comm)
+
+
+def _text_log_kind(path: str) -> str | None:
+    """sniff_input's answer when ``path`` is a text log (or pstore directory), else None."""
+    from kpostmortem.inputs.log import LOG_KINDS, sniff_input
+
+    try:
+        kind = sniff_input(path)
+    except OSError:
+        return None  # open_dump says why it cannot be read, in one line
+    return kind if kind in LOG_KINDS else None
+
+
+def _text_log_report(path: str, kind: str, vmlinux: str | None, debuginfo: tuple[str, ...]):
+    """The report of a text log; ends the run with one line when there is none (exit 1, 3, 4, 5)."""
+    try:
+        from kpostmortem.inputs.log import open_log
+        from kpostmortem.logreport import analyze_log_source
+
+        source = open_log(path, kind)
+        click.echo(f"kpostmortem: input: {source.describe}", err=True)
+        if not source.analysis.records:
+            _fail(f"{path}: no kernel crash report found{source.no_report_hint}", ExitCode.NO_VERDICT)
+        return analyze_log_source(source, vmlinux, debuginfo, ["kpostmortem", *sys.argv[1:]])
+    except KpmError as e:
+        _fail(e.one_line(), e.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as e:  # noqa: BLE001 - never a traceback for the user
+        _fail(f"internal error: {type(e).__name__}: {e} (please report with the command line)", ExitCode.INTERNAL)
+
+
+def _emit_report(report, fmt: str, output: str | None, max_bytes: int | None, color: bool | None,
+                 redact: bool, redact_comm: bool) -> None:
+    """Render the report as asked, write it, and exit with the verdict's code."""
+    from kpostmortem.render import render
+
     try:
         data = printable(report.to_dict())
         if redact:
@@ -261,6 +304,11 @@ Dask not installed, scheduler unreachable).
 )
 @click.option("--format", "fmt", type=click.Choice(["json", "text"]), default="json", show_default=True)
 @click.option(
+    "--logs", is_flag=True,
+    help="In directories, also take kernel text logs (*.log, dmesg*, vmcore-dmesg.txt, kern.log*, messages*, "
+    "pstore dmesg-* files); logs named on the command line are always taken.",
+)
+@click.option(
     "--scheduler", metavar="ADDRESS",
     help="Run the analyses on the Dask distributed scheduler at ADDRESS (tcp://host:port) instead of local "
     "processes; workers need kpostmortem and the same paths. Needs the 'fleet' extra.",
@@ -273,11 +321,13 @@ def batch(
     debuginfo: tuple[str, ...],
     jobs: int,
     fmt: str,
+    logs: bool,
     scheduler: str | None,
     redact: bool,
     redact_comm: bool,
 ) -> None:
-    """Analyse many dumps (DIR searched recursively, or FILES) in parallel and group them by signature."""
+    """Analyse many dumps and text logs (DIR searched recursively, or FILES) in parallel and group
+    them by signature: a crash seen as a dump and as a log shares its signature."""
     import json
 
     from kpostmortem.frontends.batch import FleetError, batch_exit_code, find_dumps, run_batch, text_line, text_summary
@@ -287,7 +337,7 @@ def batch(
 
     if redact_comm and not redact:
         raise click.UsageError("--redact-comm goes with --redact")
-    found = find_dumps(paths, vmlinux, debuginfo, redact=redact, redact_comm=redact_comm)
+    found = find_dumps(paths, vmlinux, debuginfo, redact=redact, redact_comm=redact_comm, logs=logs)
     if not found:
         _fail(f"no crash dump found in {' '.join(paths)}", ExitCode.USAGE)
         return

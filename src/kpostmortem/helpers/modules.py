@@ -8,11 +8,12 @@ from __future__ import annotations
 import drgn
 from drgn.helpers.linux.module import address_to_module, for_each_module, module_taints
 
+from kpostmortem.decode.taint import MODULE_TAINT_WORDS
+
 __all__ = ["module_of_address", "module_facts", "loaded_modules", "modules_section", "TAINT_WORDS"]
 
-# Module taint letters in the words a report uses.
-TAINT_WORDS = {"O": "out-of-tree", "E": "unsigned", "P": "proprietary", "F": "force-loaded",
-               "C": "staging", "X": "auxiliary", "K": "livepatch", "T": "randstruct", "N": "test"}
+TAINT_WORDS = MODULE_TAINT_WORDS
+"""Module taint letters in the words a report uses."""
 
 MODULE_STATES = {0: "live", 1: "coming", 2: "going", 3: "unformed"}
 

@@ -32,6 +32,8 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
     out: list[str] = []
     level = f", dump level {d['dump_level']}" if d.get("dump_level") is not None else ""
     fmt = {"kdump": "kdump-compressed", "elf": "ELF"}.get(d.get("format"), d.get("format"))
+    if d.get("source") == "log":
+        fmt, level = f"text log: {d.get('log_kind')}", f", {d.get('lines')} lines"
     out.append(
         f"kpostmortem {tool.get('version', '?')} · {d.get('file', '?')} ({fmt}{level}, "
         f"{size_text(d.get('size'))}) · {d.get('release') or '?'} {d.get('arch') or ''}"
@@ -75,9 +77,10 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
     fo = s.get("first_oops")
     n = s.get("crashes_in_log")
     if t:
+        state = f", state {t.get('state')}" if t.get("state") is not None else ""
         out.append(
             f"  crashed task: pid {t.get('pid')} ({t.get('comm')}) on CPU {t.get('cpu')}, "
-            f"{t.get('context')} context, state {t.get('state')}"
+            f"{t.get('context')} context{state}"
         )
     out.append(f"  {how}")
     if s.get("panic_message"):
@@ -90,10 +93,11 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
     pt_text = {None: "?", 0: "0 (wait forever)"}.get(
         pt, f"{pt} ({'reboot immediately' if pt and pt < 0 else 'reboot after that many s'})"
     )
-    out.append(
-        f"  panic_on_oops={s.get('panic_on_oops')} · panic_on_warn={s.get('panic_on_warn')} · "
-        f"panic= timeout {pt_text} · uptime {s.get('uptime_seconds')} s"
-    )
+    if d.get("source") != "log":  # sysctls and uptime are memory, not log text
+        out.append(
+            f"  panic_on_oops={s.get('panic_on_oops')} · panic_on_warn={s.get('panic_on_warn')} · "
+            f"panic= timeout {pt_text} · uptime {s.get('uptime_seconds')} s"
+        )
     taint = s.get("taint") or {}
     if taint.get("letters"):
         flags = ", ".join(f"{f['letter']} ({f['description']})" for f in taint.get("flags", []))
@@ -166,8 +170,12 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
             out.append(f"  {o['name']}: {o['status']}: {o.get('detail')}")
     out.append("")
     out.append(c(_BOLD, "NEXT"))
-    out.append(f"  kpostmortem shell {d.get('path', 'VMCORE')}")
-    out.append("      an interactive drgn session with report, verdict, fault, panic_trace in scope")
+    if d.get("source") == "log":
+        out.append(f"  kpostmortem analyze {d.get('path', 'LOG')} --vmlinux VMLINUX")
+        out.append("      source lines and inlined frames of the trace, the Code: bytes checked against the binary")
+    else:
+        out.append(f"  kpostmortem shell {d.get('path', 'VMCORE')}")
+        out.append("      an interactive drgn session with report, verdict, fault, panic_trace in scope")
     out.append("  --format markdown --redact        for a ticket, with host names and secrets removed")
     return "\n".join(out) + "\n"
 

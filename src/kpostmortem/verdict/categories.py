@@ -147,6 +147,24 @@ CATEGORIES: dict[str, Category] = {c.code: c for c in (
         ),
     ),
     Category(
+        "warning",
+        "a WARN() fired and the machine survived it (no panic_on_warn)",
+        "A WARN()/WARN_ON() fired: the kernel found a state it considers a bug, printed a report with "
+        "the registers and the call trace, tainted itself (W) and carried on. Found in logs (console, "
+        "journal, pstore) of machines that did not go down; with panic_on_warn=1 the same report is "
+        "`warning-escalated`. The verdict says what the log shows after the report.",
+        (
+            "the `WARNING: CPU: … at FILE:LINE FUNC` line and its call trace",
+            "no `Kernel panic` and no new boot after the report in the log",
+            "the `Code:` bytes: a ud2 at the RIP (the WARN trap on x86-64)",
+        ),
+        (
+            "the condition at FILE:LINE: it still points at a real bug, and later crashes often start here",
+            "how often it fires: the same signature across the fleet's logs (`kpostmortem batch`)",
+            "whether the machine crashed later: a later oops in the same log may be its consequence",
+        ),
+    ),
+    Category(
         "stack-overflow",
         "a kernel stack ran past its end (guard page hit, or recursion/large frames)",
         "The kernel stack of a task (16 KiB on x86-64) was exhausted. With VMAP_STACK the access to the "
@@ -359,7 +377,7 @@ CATEGORIES: dict[str, Category] = {c.code: c for c in (
 ALIASES = {
     "null": "null-pointer-dereference", "null-deref": "null-pointer-dereference",
     "page-fault": "bad-page-fault", "gpf": "general-protection-fault", "gp": "general-protection-fault",
-    "bug": "bug-assertion", "bug-on": "bug-assertion", "warn": "warning-escalated", "warning": "warning-escalated",
+    "bug": "bug-assertion", "bug-on": "bug-assertion", "warn": "warning", "warn-panic": "warning-escalated",
     "double-fault": "stack-overflow", "stack-guard": "stack-overflow", "stack-protector": "stack-corruption",
     "panic": "explicit-panic", "sysrq": "deliberate-crash", "oom": "out-of-memory",
     "list-corruption": "memory-corruption", "use-after-free": "memory-corruption", "uaf": "memory-corruption",

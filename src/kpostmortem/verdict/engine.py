@@ -14,7 +14,7 @@ from kpostmortem.report import Evidence, Frame, Report, Verdict
 from kpostmortem.verdict.frames import base_name, choose_guilty, is_plumbing
 from kpostmortem.verdict.titles import make_signature, make_title
 
-__all__ = ["decide", "category_of_record"]
+__all__ = ["decide", "category_of_record", "primary_record"]
 
 NULL_WINDOW = 0x10000
 CONFIDENT = 0.5
@@ -90,7 +90,7 @@ def category_of_record(rec: dict) -> str | None:
     return _RECORD_CATEGORY.get(kind or "")
 
 
-def _primary_record(records: list[dict]) -> tuple[dict | None, int]:
+def primary_record(records: list[dict]) -> tuple[dict | None, int]:
     """The record that started the crash: the first fatal one; escalated warnings count."""
     escalated = {r.get("escalates") for r in records if r.get("kind") == "panic"}
     for i, rec in enumerate(records):
@@ -361,11 +361,19 @@ def decide(report: Report) -> Verdict:
     records = report.log.get("records", [])
     summary = report.summary
     how = (summary.get("how") or {}).get("mode", "unknown")
-    primary, pidx = _primary_record(records)
+    primary, pidx = primary_record(records)
+    from_log = report.dump.get("source") == "log"
+    if primary is None and from_log:
+        # A log may hold only reports the machine survived: a WARNING is then the finding.
+        pidx = next((i for i, r in enumerate(records) if r.get("kind") == "warning"), -1)
+        primary = records[pidx] if pidx >= 0 else None
 
     # 1. Category: the log's first fatal record, checked against the dump's own crash path.
     if primary is not None:
         d.category = category_of_record(primary) or "unknown"
+        if primary.get("kind") == "warning" and primary.get("index", pidx) not in {
+                r.get("escalates") for r in records}:
+            d.category = "warning"
         d.message = primary.get("panic_message") or primary.get("headline")
         d.add("log", primary.get("headline", ""), f"printk log, record {pidx + 1} of {len(records)}", 0.5)
         if primary.get("kind") == "panic" and primary.get("panic_message"):
@@ -398,7 +406,8 @@ def decide(report: Report) -> Verdict:
         pass
     elif current and report.frames:
         _guilty_from_trace(d, report)
-        if primary is not None:
+        # A log's frames are its record's own trace: there is no unwind to check the RIP against.
+        if primary is not None and not from_log:
             rip = (primary.get("rip") or {}).get("function")
             if rip and d.guilty is not None:
                 if base_name(rip) == d.function:
@@ -428,6 +437,8 @@ def decide(report: Report) -> Verdict:
             d.source = caller.get("source")
 
     # 3. Supporting facts.
+    if from_log:
+        _log_ending(d, report)
     _stack_evidence(d, report, current)
     _fault_evidence(d, report)
     _memory_corruption(d, report, primary)
@@ -459,7 +470,7 @@ def decide(report: Report) -> Verdict:
         confidence=confidence,
         signature=make_signature(d.category, d.function, d.module, ctx_frames),
         evidence=d.evidence,
-        explanation=_explain(d, report),
+        explanation=_with_ending(_explain(d, report), report),
         culprit=culprit,
         guilty_frame=d.guilty.index if d.guilty is not None else None,
         degraded=degraded,
@@ -491,6 +502,8 @@ FAILED_PENALTY = 0.05
 FAILED_CORE_PENALTY = 0.1  # the log or the crashed stack: what the verdict stands on
 DUMP_PROBLEM_PENALTY = 0.1
 MODULE_DEBUG_PENALTY = 0.05
+LOG_PENALTY = 0.1  # a text log: no memory to check the log's claims against
+LOG_NO_DEBUG_PENALTY = 0.05
 
 
 def _what_was_missing(score: float, report: Report) -> tuple[float, list[str]]:
@@ -517,6 +530,14 @@ def _what_was_missing(score: float, report: Report) -> tuple[float, list[str]]:
         missing.append(f"debug info of module {', '.join(no_debug)}: no source lines or variables in its "
                        "frames (names from its kallsyms); give its .ko/.ko.debug with --debuginfo DIR")
         score -= MODULE_DEBUG_PENALTY
+    if dump.get("source") == "log":
+        score -= LOG_PENALTY
+        missing.append("a log holds no memory: other tasks' stacks, stack-end canaries, page tables, slab "
+                       "objects and sysctls (panic_on_oops…) were not checked; a vmcore would show them")
+        if not report.debug_info.get("vmlinux"):
+            score -= LOG_NO_DEBUG_PENALTY
+            missing.append("kernel debug info: no source lines, inlined frames or variables; give --vmlinux "
+                           "(the -dbg/-debuginfo package of the log's kernel)")
     if report.debug_info.get("degraded"):
         score -= DEGRADED_PENALTY
         skipped = [o.name for o in report.outcomes if o.status == "skipped" and "DWARF" in (o.detail or "")]
@@ -628,3 +649,20 @@ def _explain(d: _Decision, report: Report) -> str | None:
         return f"{where} added to a list whose links were already corrupted" + (
             f" ({lst['headline'].split('.')[0]})." if lst else ".")
     return None
+
+
+def _log_ending(d: _Decision, report: Report) -> None:
+    """For a log: whether the machine went down at the crash, from what the log says next."""
+    how = report.summary.get("how") or {}
+    if how.get("fatal") is False:
+        d.add("log", f"the machine survived: {how.get('description')}", "the log after the report")
+    elif how.get("fatal"):
+        d.add("log", f"the machine went down: {how.get('description')}", "the log after the report", 0.05)
+
+
+def _with_ending(explanation: str | None, report: Report) -> str | None:
+    """A log's explanation says when the machine survived the report."""
+    how = report.summary.get("how") or {}
+    if report.dump.get("source") != "log" or how.get("fatal") is not False:
+        return explanation
+    return " ".join(x for x in (explanation, "The machine survived it:", how.get("description", "") + ".") if x)

@@ -34,6 +34,8 @@ PLUMBING = frozenset({
     "do_user_addr_fault", "do_kern_addr_fault", "handle_page_fault", "no_context",
     "spurious_kernel_fault", "fixup_exception", "check_panic_on_warn", "__warn", "warn_slowpath_fmt",
     "dump_stack", "dump_stack_lvl", "show_stack", "show_regs", "handle_stack_overflow",
+    # The OOM killer's report (a log's "invoked oom-killer" trace starts in it).
+    "dump_header", "oom_kill_process",
     "__stack_chk_fail", "die_body", "__report_bug", "report_bug_entry", "__warn_printk",
     # Hardening checks that report and stop: the code that called the checked copy is the suspect.
     "fortify_panic", "__fortify_panic", "fortify_report", "__fortify_report", "usercopy_abort",

@@ -14,6 +14,7 @@ _TITLE = {
     "general-protection-fault": "general protection fault in {f}",
     "bug-assertion": "kernel BUG in {f}",
     "warning-escalated": "WARNING in {f} (panic_on_warn)",
+    "warning": "WARNING in {f}",
     "stack-overflow": "kernel stack overflow in {f}",
     "stack-corruption": "kernel stack corruption in {f}",
     "explicit-panic": "kernel panic in {f}: {msg}",
