@@ -82,6 +82,9 @@ fire() {
 	echo "kpm-init: firing $1"
 	case "$1" in
 	sysrq-c) sh -c 'echo c > /proc/sysrq-trigger' ;;
+	# param:NAME=VALUE writes a crashpoc parameter instead (the hang scenarios).
+	param:*) kv=${1#param:}
+		sh -c "${KPM_TRIGGER_COMM:+echo -n $KPM_TRIGGER_COMM > /proc/self/comm; }echo ${kv#*=} > /sys/module/crashpoc/parameters/${kv%%=*}" ;;
 	# KPM_TRIGGER_COMM renames the child (its comm) before it writes the trigger.
 	*) sh -c "${KPM_TRIGGER_COMM:+echo -n $KPM_TRIGGER_COMM > /proc/self/comm; }echo $1 > /sys/kernel/debug/crashpoc/trigger" ;;
 	esac

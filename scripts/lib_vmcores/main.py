@@ -33,9 +33,10 @@ CAPTURE_KEYS = ("kernel", "trigger", "followup", "format", "dump_level", "boot_a
                 "sysctls", "load_module", "preload", "panic_on_oops", "hostname", "trigger_comm",
                 "memory", "threads")
 # "corpus": the dumps the test suite needs, made by default (CI makes them all).
+# "hangs": hang scenarios being brought up (issue 15), made only on request.
 # "scale": big inputs of the scaling benchmark only, made on request (--group scale
 # or --only NAME); no test reads them.
-GROUPS = ("corpus", "scale")
+GROUPS = ("corpus", "scale", "hangs")
 DEFAULT_GROUP = "corpus"
 MIN_MEMORY = 768    # MiB: crashkernel=256M comes out of it, and the first kernel needs the rest
 MAX_MEMORY = 16384

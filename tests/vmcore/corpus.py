@@ -42,7 +42,8 @@ DEFAULTS = {
 }
 CORPUS = "corpus"
 SCALE = "scale"
-GROUPS = (CORPUS, SCALE)
+HANGS = "hangs"
+GROUPS = (CORPUS, SCALE, HANGS)
 
 
 def cache_root() -> Path:

@@ -27,7 +27,7 @@ CATEGORIES = {
     "bug-assertion", "warning-escalated", "stack-overflow", "stack-corruption",
     "explicit-panic", "deliberate-crash", "soft-lockup", "hard-lockup", "hung-task",
     "rcu-stall", "out-of-memory", "memory-corruption", "invalid-opcode", "divide-error",
-    "hardware-error", "unknown",
+    "hardware-error", "deadlock", "unknown",
 }
 META_KEYS = {
     "scenario", "series", "release", "package_version", "vmlinux", "debuginfo",
