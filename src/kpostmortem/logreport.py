@@ -20,7 +20,7 @@ from kpostmortem.inputs.log import LogSource
 from kpostmortem.report import Frame, Report
 from kpostmortem.verdict.engine import category_of_record, decide, primary_record
 
-__all__ = ["analyze_log", "analyze_log_source", "log_report", "record_dict", "record_frames"]
+__all__ = ["log_report", "record_dict", "record_frames"]
 
 TAIL_LINES = 40
 FAULT_KINDS = frozenset({"null-deref", "page-fault", "gpf", "bug", "invalid-opcode", "divide-error",
@@ -269,26 +269,3 @@ def _summary(source: LogSource, rec: OopsRecord | None, pidx: int, release: str 
         s["hardware"] = rec.hardware
     return s
 
-
-def analyze_log(
-    path: str,
-    vmlinux: str | None = None,
-    debuginfo: Sequence[str] = (),
-    command: Sequence[str] | None = None,
-) -> Report:
-    """Analyse a text log (console, journal, pstore, kdump's dmesg file): the same report
-    contract as a dump's, with ``dump["source"] == "log"``. Raises KpmError subclasses for
-    input that cannot be read or debug info that does not match."""
-    from kpostmortem.inputs.log import open_log
-
-    return analyze_log_source(open_log(path), vmlinux, debuginfo, command)
-
-
-def analyze_log_source(
-    source: LogSource,
-    vmlinux: str | None = None,
-    debuginfo: Sequence[str] = (),
-    command: Sequence[str] | None = None,
-) -> Report:
-    """The report of an opened text log (see analyze_log)."""
-    return log_report(source, command)

@@ -15,7 +15,7 @@ from kpostmortem.decode.oopscode import explain_code_bytes
 from kpostmortem.decode.oopslog import LogLine, parse_log, split_log_line
 from kpostmortem.errors import DumpError
 from kpostmortem.inputs.log import open_log, sniff_input
-from kpostmortem.logreport import analyze_log
+from kpostmortem.logpipeline import analyze_log
 
 DATA = Path(__file__).parent / "data"
 NULL_WRITE = (DATA / "oops_null_6.1.log").read_text()

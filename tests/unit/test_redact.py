@@ -178,3 +178,32 @@ def test_input_is_not_modified():
     before = json.dumps(src)
     redact_report(src, comms=True)
     assert json.dumps(src) == before
+
+
+@pytest.mark.parametrize("line, comm", [
+    # 7.x: the WARNING line carries the comm, and no parsed field may have it
+    ("WARNING: drivers/net/foo/foo.c:592 at foo_change_mtu+0x17/0x30 [foo], CPU#0: netcfg-agent/120",
+     "netcfg-agent"),
+    ("CPU: 1 UID: 0 PID: 118 Comm: netcfg-agent Kdump: loaded Tainted: G OE 7.2.12+deb14-cloud-amd64 #1",
+     "netcfg-agent"),
+    ("watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [netcfg-agent:99]", "netcfg-agent"),
+    ("INFO: task netcfg-agent:105 blocked for more than 120 seconds.", "netcfg-agent"),
+    ("netcfg-agent invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0", "netcfg-agent"),
+    ("Out of memory: Killed process 812 (netcfg-agent) total-vm:2048kB", "netcfg-agent"),
+])
+def test_comms_in_every_log_wording_are_redacted_without_a_parsed_field(line, comm):
+    src = report()
+    src["crashed_task"] = {"pid": 0, "comm": "swapper/1", "kernel_thread": True}
+    src["log"]["records"] = []
+    src["summary"].pop("first_oops", None)
+    src["log"]["tail"].append({"timestamp": 2.0, "text": line})
+    text = json.dumps(redact_report(src, comms=True))
+    assert comm not in text, f"{comm} leaked from: {line}"
+    assert comm in json.dumps(redact_report(src)), "kept without --redact-comm"
+
+
+def test_kernel_threads_named_in_log_wording_keep_their_names():
+    src = report()
+    src["log"]["tail"].append({"timestamp": 2.0, "text": "INFO: task kworker/0:1:12 blocked for more than 2 s"})
+    out = redact_report(src, comms=True)
+    assert "kworker/0:1" in out["log"]["tail"][-1]["text"]

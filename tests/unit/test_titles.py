@@ -222,3 +222,18 @@ def test_explain_unknown_code_suggests():
     assert "did you mean null-pointer-dereference" in run.output
     run = CliRunner().invoke(main, ["explain", "zzz"])
     assert run.exit_code == 2 and "--list" in run.output
+
+
+def test_entry_frames_renamed_between_generations_do_not_split_a_bug():
+    # a driver kthread's BUG_ON: 6.1 ends in ret_from_fork, 6.7+ adds ret_from_fork_asm
+    old = make_signature("bug-assertion", "drv_poll", "drv", ["drv_thread", "kthread", "ret_from_fork"])
+    new = make_signature("bug-assertion", "drv_poll", "drv",
+                         ["drv_thread", "kthread", "ret_from_fork", "ret_from_fork_asm"])
+    assert old == new
+    # a syscall path: 6.9+ dispatches through x64_sys_call
+    a = make_signature("null-pointer-dereference", "drv_ioctl", "drv",
+                       ["__x64_sys_ioctl", "do_syscall_64", "entry_SYSCALL_64_after_hwframe"])
+    b = make_signature("null-pointer-dereference", "drv_ioctl", "drv",
+                       ["__x64_sys_ioctl", "x64_sys_call", "do_syscall_64", "entry_SYSCALL_64"])
+    assert a == b
+    assert a != make_signature("null-pointer-dereference", "drv_ioctl", "drv", ["__x64_sys_read"])

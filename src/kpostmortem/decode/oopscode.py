@@ -111,6 +111,7 @@ def explain_code_bytes(
     if code is None or trap_offset is None:
         ex["problems"].append("the log has no \"Code:\" bytes with the trapping byte marked")
         return ex
+    ex["log_code"] = {"bytes": code.hex(), "trap_offset": trap_offset}
     if arch != "x86_64":
         ex["problems"].append(f"\"Code:\" bytes of {arch} are not decoded yet")
         return ex

@@ -207,7 +207,7 @@ def _log_report(job: Job) -> dict[str, Any]:
     """The report of a file that is not a dump: a text log, or a DumpError saying what it is."""
     from kpostmortem.inputs.dump import open_dump
     from kpostmortem.inputs.log import LOG_KINDS, open_log, sniff_input
-    from kpostmortem.logreport import analyze_log_source
+    from kpostmortem.logpipeline import analyze_log_source
 
     try:
         kind = sniff_input(job.path)

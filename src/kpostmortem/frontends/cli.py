@@ -208,7 +208,7 @@ def _text_log_report(path: str, kind: str, vmlinux: str | None, debuginfo: tuple
     """The report of a text log; ends the run with one line when there is none (exit 1, 3, 4, 5)."""
     try:
         from kpostmortem.inputs.log import open_log
-        from kpostmortem.logreport import analyze_log_source
+        from kpostmortem.logpipeline import analyze_log_source
 
         source = open_log(path, kind)
         click.echo(f"kpostmortem: input: {source.describe}", err=True)

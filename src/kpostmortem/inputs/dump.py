@@ -10,12 +10,11 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import drgn
 
 from kpostmortem.errors import DebugInfoError, DumpError
-from kpostmortem.inputs.elfinfo import ELF_MAGIC, DumpHeader, build_id, read_dump_header
+from kpostmortem.inputs.elfinfo import ELF_MAGIC, DumpHeader, build_id, read_dump_header, vmlinux_candidates
 from kpostmortem.inputs.nodwarf import DegradedState, enable_degraded
 
 __all__ = ["DebugInfoStatus", "Dump", "open_dump", "find_vmlinux", "normalize_module_name"]
@@ -77,37 +76,13 @@ class DebugInfoStatus:
         }
 
 
-def _vmlinux_candidates(release: str | None, dirs: Sequence[str], dump_build_id: str | None) -> list[str]:
-    roots = [*dirs, "/"]
-    rel = release or ""
-    out: list[str] = []
-    for root in roots:
-        r = Path(root)
-        if r.is_file():
-            out.append(str(r))
-            continue
-        names = [
-            f"usr/lib/debug/boot/vmlinux-{rel}",
-            f"usr/lib/debug/lib/modules/{rel}/vmlinux",
-            f"boot/vmlinux-{rel}",
-            f"lib/modules/{rel}/build/vmlinux",
-            f"vmlinux-{rel}",
-            "vmlinux",
-        ]
-        if dump_build_id:
-            bid = f".build-id/{dump_build_id[:2]}/{dump_build_id[2:]}"
-            names += [f"usr/lib/debug/{bid}.debug", f"{bid}.debug", f"{bid}"]
-        out.extend(str(r / n) for n in names if release or not n.endswith("-"))
-    return [p for p in dict.fromkeys(out) if os.path.isfile(p)]
-
-
 def find_vmlinux(release: str | None, dirs: Sequence[str], dump_build_id: str | None) -> tuple[str | None, list[str]]:
     """Find a vmlinux with DWARF for this dump in the given dirs and the standard places.
 
     Returns (path or None, [paths rejected because their build ID differs]).
     """
     rejected = []
-    for path in _vmlinux_candidates(release, dirs, dump_build_id):
+    for path in vmlinux_candidates(release, dirs, dump_build_id):
         bid = build_id(path)
         if dump_build_id and bid and bid != dump_build_id:
             rejected.append(path)

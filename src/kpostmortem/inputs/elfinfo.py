@@ -19,6 +19,7 @@ __all__ = [
     "modinfo",
     "open_elf_bytes",
     "read_dump_header",
+    "vmlinux_candidates",
     "parse_elf_notes",
     "parse_prstatus",
     "parse_vmcoreinfo",
@@ -386,3 +387,31 @@ def read_dump_header(path: str | os.PathLike[str]) -> DumpHeader:
         if magic.startswith(DISKDUMP_SIGNATURE):
             return DumpHeader("diskdump", size)
     return DumpHeader("unknown", size)
+
+
+def vmlinux_candidates(release: str | None, dirs: list[str] | tuple[str, ...],
+                       dump_build_id: str | None) -> list[str]:
+    """Existing files that may be the vmlinux of kernel ``release``, likeliest first: each of
+    ``dirs`` (a file itself, or a root holding the distributions' debug paths) and ``/``
+    (``usr/lib/debug/boot/vmlinux-REL``, ``boot/vmlinux-REL``, ``.build-id`` links…)."""
+    roots = [*dirs, "/"]
+    rel = release or ""
+    out: list[str] = []
+    for root in roots:
+        r = Path(root)
+        if r.is_file():
+            out.append(str(r))
+            continue
+        names = [
+            f"usr/lib/debug/boot/vmlinux-{rel}",
+            f"usr/lib/debug/lib/modules/{rel}/vmlinux",
+            f"boot/vmlinux-{rel}",
+            f"lib/modules/{rel}/build/vmlinux",
+            f"vmlinux-{rel}",
+            "vmlinux",
+        ]
+        if dump_build_id:
+            bid = f".build-id/{dump_build_id[:2]}/{dump_build_id[2:]}"
+            names += [f"usr/lib/debug/{bid}.debug", f"{bid}.debug", f"{bid}"]
+        out.extend(str(r / n) for n in names if release or not n.endswith("-"))
+    return [p for p in dict.fromkeys(out) if os.path.isfile(p)]

@@ -88,6 +88,14 @@ def enable_degraded(prog: drgn.Program, header: DumpHeader) -> DegradedState:
         index = load_vmlinux_kallsyms(prog)
         prog.register_symbol_finder("kallsyms", index, enable_index=0)
         state.kallsyms = True
+    except drgn.MissingDebugInfoError:
+        # VMCOREINFO names the kallsyms tables only from Linux 6.0 on ("vmcoreinfo: include
+        # kallsyms symbols"): with an older kernel the log is the only source of names
+        state.problems.append(
+            "no kernel symbols: VMCOREINFO does not locate the kallsyms tables (it does from "
+            "Linux 6.0 on); functions are named from the log's oops report only"
+        )
+        return state
     except (LookupError, ValueError, drgn.FaultError, OSError, NotImplementedError) as e:
         state.problems.append(
             f"no kernel symbols: the dump's kallsyms could not be read ({e}); VMCOREINFO names them "
@@ -415,7 +423,11 @@ def anchor_module_symbols(prog: drgn.Program, trace, records: Sequence) -> list[
     return table
 
 
-_ENTRY_BYTES = (b"\xf3\x0f\x1e\xfa", b"\x0f\x1f\x44\x00\x00", b"\x55\x48\x89\xe5", b"\x66\x0f\x1f\x00")
+# endbr64; the 5-byte NOP ftrace leaves at a function's entry; push rbp; mov rbp, rsp; a
+# 4-byte NOP. Until Linux 5.15 ("x86/asm: Cleanup the NOP mess") the entry NOP was the CPU's
+# "ideal" one, chosen at boot: on AMD (and QEMU's TCG CPU) K8's 66 66 66 66 90.
+_ENTRY_BYTES = (b"\xf3\x0f\x1e\xfa", b"\x0f\x1f\x44\x00\x00", b"\x66\x66\x66\x66\x90",
+                b"\x55\x48\x89\xe5", b"\x66\x0f\x1f\x00")
 
 
 def _function_entry(prog: drgn.Program, addr: int) -> bool:

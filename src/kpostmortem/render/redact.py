@@ -250,6 +250,9 @@ def _term_pattern(kind: str, value: str) -> str:
         return rf"(?i:(?<![\w.-]){v}(?![\w-]))"
     if kind == "secret":
         return rf"(?<![\w]){v}(?![\w])"
+    if kind == "comm":
+        # "NAME/PID" (7.x's "CPU#0: NAME/PID") is a process, "NAME/dir" a path
+        return rf"(?<![\w./+-]){v}(?![\w+-]|/(?!\d+\b))"
     return rf"(?<![\w./+-]){v}(?![\w/+-])"
 
 
@@ -257,6 +260,41 @@ def _outside_placeholders(s: str, fn) -> str:
     """Apply ``fn`` to the parts of ``s`` that are not placeholders already."""
     parts = _PLACEHOLDER.split(s)
     return "".join(p if i % 2 else (fn(p) if p else p) for i, p in enumerate(parts))
+
+
+# Where the kernel's own words name a process, in every log format the parser knows: the
+# oops's "Comm: NAME", 7.x's WARNING line ("…, CPU#0: NAME/PID"), the soft-lockup line
+# ("stuck for 22s! [NAME:PID]"), the hung-task report ("task NAME:PID blocked"), the OOM
+# report ("NAME invoked oom-killer", "Killed process PID (NAME)"). A comm found there is
+# redacted wherever it occurs, even when no parsed field carries it.
+_COMM_IN_TEXT = (
+    re.compile(r"\bComm: (\S+)"),
+    re.compile(r"\bCPU#\d+: (\S+)/\d+"),
+    re.compile(r"\bstuck for \d+s! \[(\S+):\d+\]"),
+    re.compile(r"\btask (\S+):\d+ blocked\b"),
+    re.compile(r"(?:^|\s)(\S+) invoked oom-killer\b"),
+    re.compile(r"\bKilled process \d+ \((\S+)\)"),
+)
+
+
+def _strings(v: Any) -> Iterable[str]:
+    if isinstance(v, str):
+        yield v
+    elif isinstance(v, dict):
+        for x in v.values():
+            yield from _strings(x)
+    elif isinstance(v, list | tuple):
+        for x in v:
+            yield from _strings(x)
+
+
+def _comms_in_text(report: dict[str, Any]) -> Iterable[str]:
+    """Process names the report's text gives in the kernel's words (``_COMM_IN_TEXT``)."""
+    for s in _strings(report):
+        for pattern in _COMM_IN_TEXT:
+            for m in pattern.finditer(s):
+                if not _KERNEL_THREAD.match(m.group(1)):
+                    yield m.group(1)
 
 
 def _user_comms(report: dict[str, Any]) -> Iterable[str]:
@@ -293,7 +331,7 @@ def redact_report(report: dict[str, Any], comms: bool = False) -> dict[str, Any]
         if short != host and len(short) >= 3:
             r.learn("host", short, alias_of=host)
     if comms:
-        for comm in dict.fromkeys(_user_comms(report)):
+        for comm in dict.fromkeys([*_user_comms(report), *_comms_in_text(report)]):
             r.learn("comm", comm)
     # A first pass learns the secrets and users that key=value pairs and paths reveal, so that
     # their other occurrences are redacted too, wherever they come in the report.

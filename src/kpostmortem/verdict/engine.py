@@ -652,12 +652,17 @@ def _explain(d: _Decision, report: Report) -> str | None:
 
 
 def _log_ending(d: _Decision, report: Report) -> None:
-    """For a log: whether the machine went down at the crash, from what the log says next."""
+    """For a log: whether the machine went down at the crash, from what the log says next; and
+    whether its Code: bytes are the binary's (debug info given)."""
     how = report.summary.get("how") or {}
     if how.get("fatal") is False:
         d.add("log", f"the machine survived: {how.get('description')}", "the log after the report")
     elif how.get("fatal"):
         d.add("log", f"the machine went down: {how.get('description')}", "the log after the report", 0.05)
+    check = (report.fault or {}).get("code_check")
+    if check:
+        d.add("instruction", check["text"], "the log's Code: line vs the binary given",
+              0.05 if check["matches"] else -0.15, agrees=check["matches"])
 
 
 def _with_ending(explanation: str | None, report: Report) -> str | None:

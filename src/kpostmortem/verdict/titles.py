@@ -72,17 +72,34 @@ def signature_name(frame: str | None) -> str | None:
     return base_name(name) or None
 
 
+# Where every kernel stack starts (task entry, system-call dispatch, the idle loop's boot path):
+# kernels rename and re-layer these (ret_from_fork_asm beside ret_from_fork since 6.7,
+# x64_sys_call between do_syscall_64 and the syscall since 6.9, el0t_64_sync on arm64), so a
+# signature that counted them would split one bug across a fleet's kernel generations.
+ENTRY_FRAMES = frozenset({
+    "ret_from_fork", "ret_from_fork_asm", "entry_SYSCALL_64", "entry_SYSCALL_64_after_hwframe",
+    "entry_SYSCALL_64_safe_stack", "do_syscall_64", "x64_sys_call", "do_int80_syscall_32",
+    "do_fast_syscall_32", "entry_SYSENTER_compat_after_hwframe", "entry_INT80_compat",
+    "entry_SYSCALL_compat_after_hwframe", "el0t_64_sync", "el0t_64_sync_handler", "el0_svc",
+    "do_el0_svc", "el0_svc_common", "invoke_syscall",
+    "start_kernel", "rest_init", "arch_call_rest_init", "start_secondary", "secondary_startup_64",
+    "secondary_startup_64_no_verify", "common_startup_64", "x86_64_start_kernel",
+    "x86_64_start_reservations", "cpu_startup_entry", "do_idle", "secondary_start_kernel",
+})
+
+
 def make_signature(category: str, function: str | None, module: str | None,
                    context_frames: Sequence[str]) -> str:
     """A 12-hex-digit hash of category, guilty function, module and the next three distinct frames.
 
     Uses names only — no addresses, offsets, pids or times — so KASLR and reboots don't change it;
-    frames are normalised by ``signature_name`` and repeated ones (recursion) count once.
+    frames are normalised by ``signature_name``, repeated ones (recursion) count once, and the
+    stacks' entry frames (``ENTRY_FRAMES``) not at all, so kernel generations sign alike.
     """
     context: list[str] = []
     for frame in context_frames:
         name = signature_name(frame)
-        if name and name not in context:
+        if name and name not in context and name not in ENTRY_FRAMES:
             context.append(name)
     key = "|".join([category, signature_name(function) or "", module or "", *context[:3]])
     return hashlib.sha256(key.encode()).hexdigest()[:12]
