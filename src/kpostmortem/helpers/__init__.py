@@ -18,6 +18,18 @@ from kpostmortem.helpers.fault import (
     kernel_mapping,
     vmap_context,
 )
+from kpostmortem.helpers.locks import (
+    Holder,
+    WaitForGraph,
+    WaitLink,
+    WaitObject,
+    deadlocks,
+    lock_owner,
+    spinlock_holders,
+    wait_chain,
+    wait_for_graph,
+    waiting_on,
+)
 from kpostmortem.helpers.modules import loaded_modules, module_facts, module_of_address
 from kpostmortem.helpers.stack import *  # noqa: F403 - the stack helpers' own __all__
 
@@ -38,6 +50,16 @@ _SESSION_NAMES = (
 
 __all__ = [  # noqa: PLE0604 - the session names resolve through __getattr__
     *_stack.__all__,
+    "Holder",
+    "WaitForGraph",
+    "WaitLink",
+    "WaitObject",
+    "deadlocks",
+    "lock_owner",
+    "spinlock_holders",
+    "wait_chain",
+    "wait_for_graph",
+    "waiting_on",
     *_SESSION_NAMES,
     "FaultExplanation",
     "Suspect",

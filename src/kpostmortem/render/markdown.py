@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kpostmortem.render.common import frame_lines, hexa, insn_lines, size_text
+from kpostmortem.render.hang import hang_heading, hang_lines
 from kpostmortem.render.text import stack_check_lines
 
 TRACE_LINES = 24
@@ -46,6 +47,7 @@ def render_markdown(report: dict[str, Any], max_bytes: int | None = None, **_opt
         _Section("summary", _summary(report), 6),
         _Section("fault", _fault(report), 4),
         _Section("trace", _trace(report), 5),
+        _Section("hang", _hang(report), 5),
         _Section("stack checks", _stack_checks(report), 2),
         _Section("modules", _modules(report), 3),
         _Section("log excerpt", _log_excerpt(report), 1),
@@ -214,6 +216,12 @@ def _trace(report: dict[str, Any]) -> list[str]:
         lines.append(f"  … {hidden} more frames (full trace in --format json)")
     head = f"### Call trace (pid {t.get('pid')} `{t.get('comm')}`, CPU {t.get('cpu')})"
     return [head, "", "```", *lines, "```"]
+
+
+def _hang(report: dict[str, Any]) -> list[str]:
+    """What the stuck tasks wait for, who holds it, and their stacks (the text report's lines)."""
+    head = hang_heading(report)
+    return [f"### {head}", "", "```", *hang_lines(report), "```"] if head else []
 
 
 def _stack_checks(report: dict[str, Any]) -> list[str]:

@@ -306,6 +306,9 @@ def _user_comms(report: dict[str, Any]) -> Iterable[str]:
     log = report.get("log") or {}
     sc = report.get("stack_checks") or {}
     records = [summary.get("first_oops") or {}, *log.get("records", []), *sc.get("canaries_damaged", [])]
+    # The wait-for graph names waiters and holders the log may not: the user processes among them.
+    links = ((report.get("blocked_tasks") or {}).get("wait_for") or {}).get("links") or []
+    yield from (link["comm"] for link in links if link.get("comm") and link.get("kernel_thread") is False)
     for rec in records:
         comm = rec.get("comm")
         if comm and not _KERNEL_THREAD.match(comm) and not (

@@ -6,6 +6,7 @@ import textwrap
 from typing import Any
 
 from kpostmortem.render.common import frame_lines, hexa, insn_lines, size_text
+from kpostmortem.render.hang import hang_heading, hang_lines
 
 _BOLD, _RED, _GREEN, _YELLOW, _DIM, _RESET = "\033[1m", "\033[31m", "\033[32m", "\033[33m", "\033[2m", "\033[0m"
 
@@ -142,6 +143,11 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
     out.append("")
     out.append(c(_BOLD, f"CALL TRACE (crashed task: pid {t.get('pid')} {t.get('comm')}, CPU {t.get('cpu')})"))
     out.extend(frame_lines(report, limit=40))
+    hang = hang_heading(report)
+    if hang:
+        out.append("")
+        out.append(c(_BOLD, hang))
+        out.extend(wrapped for line in hang_lines(report) for wrapped in _wrap(line))
     checks = stack_check_lines(report)
     if checks:
         out.append("")

@@ -276,6 +276,24 @@ CATEGORIES: dict[str, Category] = {c.code: c for c in (
         ),
     ),
     Category(
+        "deadlock",
+        "blocked tasks wait for each other in a cycle (a hung task that can never wake)",
+        "A hang whose wait-for graph has a cycle: each task sleeps on a lock (mutex, rw_semaphore…) "
+        "held by the next, the last holds what the first waits for, so none can ever run again. "
+        "Usually two code paths take the same two locks in opposite orders (ABBA). The hang detector "
+        "(khungtaskd, hung_task_panic) noticed it; kpostmortem reads each lock's owner from the dump. "
+        "A sub-kind of hung-task with a code of its own: the fix is lock ordering, not a wake-up.",
+        (
+            "each blocked task's wait object from its stack (the DWARF argument of the lock primitive, "
+            "checked on the lock's wait list) and the lock's owner (mutex.owner, rwsem owner)",
+            "the cycle of the wait-for graph, and each task's acquisition site (file:line)",
+        ),
+        (
+            "the acquisition sites: which path takes the locks in the other order; pick one order",
+            "lockdep (CONFIG_PROVE_LOCKING) on a test kernel reports such inversions before they hang",
+        ),
+    ),
+    Category(
         "rcu-stall",
         "RCU detected a CPU or task that did not pass a quiescent state in time",
         "A grace period could not end because a CPU stayed in an RCU read-side critical section, or "

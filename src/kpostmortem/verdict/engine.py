@@ -12,6 +12,7 @@ from typing import Any
 
 from kpostmortem.report import Evidence, Frame, Report, Verdict
 from kpostmortem.verdict.frames import base_name, choose_guilty, is_plumbing
+from kpostmortem.verdict.hangs import hang_explanation, hang_guilty, spin_holder_guilty
 from kpostmortem.verdict.titles import make_signature, make_title
 
 __all__ = ["decide", "category_of_record", "primary_record"]
@@ -164,6 +165,8 @@ def _guilty_from_trace(d: _Decision, report: Report) -> None:
 
 def _guilty_from_blocked(d: _Decision, report: Report, rec: dict | None) -> bool:
     """Hung task: the suspect is where the blocked task waits, not the detector that noticed."""
+    if hang_guilty(d, report, rec):
+        return True
     tasks = (report.blocked_tasks or {}).get("tasks", [])
     pid = (rec or {}).get("pid")
     task = next((t for t in tasks if t.get("pid") == pid), tasks[0] if tasks else None)
@@ -427,6 +430,9 @@ def decide(report: Report) -> Verdict:
             d.add("log", f"the dump was taken at a later crash ({later[-1].get('headline')}); "
                   "the first one is the root", "printk log order", 0.0)
 
+    if d.category == "soft-lockup" and current:
+        spin_holder_guilty(d, report)
+
     # A call through a bad function pointer: the frame with the invalid PC names nothing;
     # its caller, from the return address on the stack, is the suspect.
     caller = (report.fault or {}).get("caller")
@@ -587,6 +593,9 @@ def _culprit(report: Report, module: str | None) -> dict[str, Any] | None:
 
 
 def _explain(d: _Decision, report: Report) -> str | None:
+    hang = hang_explanation(d, report)
+    if hang:
+        return hang
     f = report.fault or {}
     where = f"{d.function}()" if d.function else "unknown code"
     if d.category == "null-pointer-dereference":

@@ -22,6 +22,8 @@ _TITLE = {
     "soft-lockup": "BUG: soft lockup in {f}",
     "hard-lockup": "BUG: hard lockup in {f}",
     "hung-task": "INFO: task hung in {f}",
+    "deadlock": "deadlock of {msg}",
+    "deadlock/abba": "ABBA deadlock between {msg}",
     "rcu-stall": "INFO: rcu detected stall in {f}",
     "out-of-memory": "Kernel panic: out of memory, allocating in {f}",
     "memory-corruption": "memory corruption in {f}",
