@@ -309,6 +309,18 @@ def test_default_corpus_leaves_out_the_scale_group(tmp_path, monkeypatch):
     assert [name for name, _d, _m in found] == ["null-write-4g"]
 
 
+def test_group_option_picks_another_groups_dumps(tmp_path, monkeypatch):
+    root = tmp_path / "vmcores"
+    for name in ("null-write", "arm64-null-write"):
+        (root / name).mkdir(parents=True)
+        (root / name / "vmcore").write_bytes(b"KDUMP   ")
+        (root / name / "meta.json").write_text("{}")
+    monkeypatch.setenv("KPM_CACHE", str(tmp_path))
+    groups = {"null-write": "corpus", "arm64-null-write": "arm64"}
+    found, _ = bench.corpus([], groups, group="arm64")
+    assert [name for name, _d, _m in found] == ["arm64-null-write"]
+
+
 def test_manifest_groups_read_the_real_manifest():
     groups = bench.manifest_groups()
     assert groups["null-write"] == "corpus"
