@@ -232,3 +232,25 @@ def test_user_processes_of_the_wait_for_graph_are_redacted_with_comms():
     out = json.dumps(redact_report(d, comms=True))
     assert "payroll-sync" not in out
     assert "kworker/1:2" in out
+
+
+def test_an_rcu_stall_blames_the_cpu_that_holds_the_grace_period_up_not_the_one_that_noticed():
+    r = Report()
+    r.log = {"records": [{"index": 0, "kind": "rcu-stall", "headline": "rcu: INFO: rcu_preempt detected stalls",
+                          "pid": None, "rip": None, "call_trace": [], "panic_message": None, "escalates": None}]}
+    # The CPU that noticed was idle; the one that holds the grace period up polls in a module.
+    r.frames = [Frame(index=0, function="panic"), Frame(index=1, function="rcu_sched_clock_irq"),
+                Frame(index=2, function="default_idle", interrupted=True), Frame(index=3, function="do_idle")]
+    r.summary = {"how": {"mode": "watchdog", "description": "RCU stall"}}
+    r.crashed_task = {"pid": 0}
+    holder = [Frame(index=0, function="nmi_handle"), Frame(index=1, function="delay_tsc", interrupted=True),
+              Frame(index=2, function="foo_poll", module="drv", source="drv.c:42"),
+              Frame(index=3, function="kthread")]
+    r.blocked_tasks = {"count": 0, "tasks": [], "wait_for": {"links": [], "chains": [], "cycles": [], "rcu": {
+        "holders": [{"cpu": 1, "pid": 77, "comm": "foo-poll", "state": "R",
+                     "how": "rcu_node 0 qsmask: CPU 1 has not reported a quiescent state",
+                     "frames": [dataclasses.asdict(f) for f in holder]}]}}}
+    v = decide(r)
+    assert (v.category, v.function, v.module, v.source) == ("rcu-stall", "foo_poll", "drv", "drv.c:42")
+    assert "foo-poll on CPU 1" in v.explanation
+    assert hang_heading(r.to_dict()) == "RCU STALL  grace period held up by foo-poll[77] on CPU 1"

@@ -64,7 +64,7 @@ def test_there_are_hang_scenarios_to_check():
     assert "hung-task" in NAMES
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if BY_NAME[n]["expect"]["hang"]["kind"] != "spinlock"])
+@pytest.mark.parametrize("name", [n for n in NAMES if BY_NAME[n]["expect"]["hang"]["kind"] not in ("spinlock", "rcu")])
 def test_wait_objects_and_holders_are_what_the_dump_says(name, programs):
     """Every mutex/rwsem/completion the report names: the task is on its wait list and the
     holder is the lock's owner, as drgn's own helpers read them."""
@@ -136,10 +136,29 @@ def test_chain_cycle_and_guilty_frame_match_the_scenario(name, programs):
         assert thread_name(spin["holder"]["comm"]) == hang["holder"] and spin["holder"]["cpu"] != spin["cpu"]
         _check_spinlock_in_the_dump(name, programs(name), spin)
         return
+    if hang["kind"] == "rcu":
+        holders = wf["rcu"]["holders"]
+        h = next(h for h in holders if thread_name(h["comm"]) == hang["holder"])
+        _check_rcu_in_the_dump(name, programs(name), h)
+        return
     chain = max(wf["chains"], key=len)
     assert [thread_name(links[p]["comm"]) for p in chain] == hang["chain"], name
     assert [_member(links[p]["wait"]) for p in chain if links[p].get("wait") and links[p]["wait"].get("name")] \
         == hang["locks"], name
+
+
+def _check_rcu_in_the_dump(name, prog, holder):
+    """The holder's CPU has not reported a quiescent state: its bit is set in its leaf rcu_node's
+    qsmask, and its current task is the holder."""
+    from drgn.helpers.linux.sched import cpu_curr
+
+    rs = prog["rcu_state"]
+    leaves = [rs.node[i] for i in range(prog["rcu_num_nodes"].value_())
+              if rs.node[i].address_ >= rs.level[prog["rcu_num_lvls"].value_() - 1].value_()]
+    cpu = holder["cpu"]
+    rnp = next(n for n in leaves if n.grplo.value_() <= cpu <= n.grphi.value_())
+    assert rnp.qsmask.value_() >> (cpu - rnp.grplo.value_()) & 1, f"{name}: CPU {cpu} reported its quiescent state"
+    assert cpu_curr(prog, cpu).pid.value_() == holder["pid"]
 
 
 def _check_spinlock_in_the_dump(name, prog, spin):
@@ -159,7 +178,7 @@ def test_reports_show_the_stuck_tasks_own_stack_and_the_holder(name):
 
     text = render_text(report_of(name))
     hang = BY_NAME[name]["expect"]["hang"]
-    assert any(h in text for h in ("DEADLOCK  cycle:", "HANG  wait-for chain:", "LOCKUP  ")), name
+    assert any(h in text for h in ("DEADLOCK  cycle:", "HANG  wait-for chain:", "LOCKUP  ", "RCU STALL  ")), name
     for lock in hang.get("locks", hang.get("cycle", [])):
         assert f"->{lock}" in text, (name, lock)
     assert "stack of " in text

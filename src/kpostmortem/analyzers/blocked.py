@@ -16,7 +16,14 @@ import drgn
 from drgn.helpers.linux.pid import for_each_task
 
 from kpostmortem.context import Context
-from kpostmortem.helpers.locks import PRIMITIVES, WaitForGraph, spinlock_holder, wait_for_graph, waiting_on
+from kpostmortem.helpers.locks import (
+    PRIMITIVES,
+    WaitForGraph,
+    rcu_gp_holders,
+    spinlock_holder,
+    wait_for_graph,
+    waiting_on,
+)
 from kpostmortem.helpers.stack import is_uninterruptible
 from kpostmortem.helpers.trace import frames_of
 from kpostmortem.report import Report
@@ -132,8 +139,26 @@ def run(ctx: Context, report: Report) -> None:
     spin = _spinning_on(ctx)
     if spin:
         wait_for["spinlock"] = spin
-    if wait_for["links"] or spin:
+    rcu = _rcu_holders(ctx) if any(r.kind == "rcu-stall" for r in ctx.log.records) else None
+    if rcu:
+        wait_for["rcu"] = rcu
+    if wait_for["links"] or spin or rcu:
         report.blocked_tasks["wait_for"] = wait_for
+
+
+def _rcu_holders(ctx: Context) -> dict | None:
+    """An RCU stall: the CPUs and tasks that hold the grace period up, from the rcu_node tree
+    (not only the log), each with its stack."""
+    holders = []
+    for h in rcu_gp_holders(ctx.prog):
+        entry = {"cpu": h.cpu, "pid": h.pid, "comm": h.comm, "state": h.state, "how": h.how}
+        if h.task is not None:
+            try:
+                entry["frames"] = [dataclasses.asdict(f) for f in frames_of(ctx.prog, ctx.task_trace(h.task))]
+            except (drgn.FaultError, ValueError, LookupError):
+                entry["frames"] = []
+        holders.append(entry)
+    return {"holders": holders} if holders else None
 
 
 def _flat_frames(trace) -> list[drgn.StackFrame]:

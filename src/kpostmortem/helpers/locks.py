@@ -38,6 +38,7 @@ __all__ = [
     "WaitObject",
     "deadlocks",
     "lock_owner",
+    "rcu_gp_holders",
     "spinlock_holders",
     "wait_chain",
     "wait_for_graph",
@@ -459,6 +460,11 @@ def waiting_on(task: Object, trace: Iterable[drgn.StackFrame] | None = None, *,
                     address, how = ptr, f"DWARF argument `{p}` of {frame.name}()"
                     break
     site_index = _site_index(frames, prim_index)
+    if prim_index is not None and any(PRIMITIVES.get(_base(f.name), ("",))[0] == "rcu"
+                                      for f in frames[:prim_index + 1]):
+        # synchronize_rcu() sleeps on a completion of its own stack: the object is the grace period.
+        kind, primitive, address = "rcu", next(_base(f.name) for f in frames[:prim_index + 1]
+                                               if PRIMITIVES.get(_base(f.name), ("",))[0] == "rcu"), None
     if kind is None:
         timed = next((_base(f.name) for f in frames[:8] if _base(f.name) in _TIMED), None)
         wq = _waitqueue_from_stack(prog, task, frames)
@@ -811,6 +817,69 @@ def spinlock_holder(lock: Object, *, known_tasks: set[int] | None = None, exclud
     return h
 
 
+@dataclass(frozen=True)
+class RcuHolder:
+    """A CPU or a task that holds the current RCU grace period up."""
+
+    cpu: int | None
+    """A CPU that has not reported a quiescent state (its bit set in its leaf rcu_node's qsmask)."""
+    task: Object | None
+    """That CPU's current task, or a task preempted inside a read-side critical section."""
+    pid: int | None
+    comm: str | None
+    state: str | None
+    how: str
+
+
+def rcu_gp_holders(prog: Program) -> list[RcuHolder]:
+    """What holds the current RCU grace period up, from the rcu_node tree in the dump: each CPU
+    whose bit is still set in its leaf node's ``qsmask`` (with its current task), and each task
+    on a node's ``blkd_tasks`` list from ``gp_tasks`` on (preempted inside ``rcu_read_lock()``)."""
+    out: list[RcuHolder] = []
+    try:
+        rs = prog["rcu_state"]
+        levels = prog["rcu_num_lvls"].value_()
+        nodes = prog["rcu_num_nodes"].value_()
+        first_leaf = rs.level[levels - 1].value_()
+    except (KeyError, LookupError, AttributeError, drgn.FaultError):
+        return out  # no tree RCU (TINY_RCU) or not readable
+    for i in range(nodes):
+        try:
+            rnp = rs.node[i]
+            leaf = rnp.address_ >= first_leaf
+            mask = rnp.qsmask.value_() if leaf else 0
+            grplo = rnp.grplo.value_()
+            bit = 0
+            while mask:
+                if mask & 1:
+                    cpu = grplo + bit
+                    try:
+                        t = cpu_curr(prog, cpu)
+                        pid, comm, state = _task_facts(t)
+                    except (drgn.FaultError, ValueError, LookupError):
+                        t, pid, comm, state = None, None, None, None
+                    out.append(RcuHolder(cpu, t, pid, comm, state,
+                                         f"rcu_node {i} qsmask: CPU {cpu} has not reported a quiescent state"))
+                mask >>= 1
+                bit += 1
+            gp_tasks = rnp.gp_tasks.value_()
+            if gp_tasks:
+                head = rnp.blkd_tasks.address_
+                node = gp_tasks
+                for _ in range(MAX_WAITERS):
+                    if node == head:
+                        break
+                    t = drgn.container_of(Object(prog, "struct list_head *", node), "struct task_struct",
+                                          "rcu_node_entry")
+                    pid, comm, state = _task_facts(t)
+                    out.append(RcuHolder(None, t, pid, comm, state,
+                                         f"rcu_node {i} blkd_tasks from gp_tasks: preempted inside rcu_read_lock()"))
+                    node = prog.read_word(node)
+        except drgn.FaultError:
+            continue
+    return out
+
+
 # ---------------------------------------------------------------------- chains, cycles
 
 @dataclass
@@ -880,6 +949,14 @@ def wait_for_graph(prog: Program, tasks: Iterable[Object] | None = None, *,
                 holder = cache[key]  # one owner read per lock, however many wait for it
             else:
                 holder = cache[key] = lock_owner(wait.object, wait.kind, known_tasks=known_tasks)
+        elif wait is not None and wait.kind == "rcu":
+            if "rcu" not in cache:
+                cache["rcu"] = rcu_gp_holders(prog)
+            rh = next((r for r in cache["rcu"] if r.task is not None), None)
+            holder = Holder(rh.task, rh.pid, rh.comm, rh.how, "likely", state=rh.state, cpu=rh.cpu,
+                            reason="the current grace period waits for it") if rh is not None else \
+                Holder(None, how="rcu_node tree", sure="unknown",
+                       reason="no CPU or task holds the grace period up in the dump's rcu_node tree")
         elif wait is not None and wait.kind not in ("sleep",):
             holder = Holder(None, how=wait.kind, sure="unknown", reason=f"no {wait.kind} object found to read")
         graph.links[addr] = WaitLink(task, pid, comm, state, wait, holder)

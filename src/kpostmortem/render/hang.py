@@ -24,6 +24,11 @@ def hang_heading(report: dict[str, Any]) -> str | None:
     if wf.get("cycles"):
         cycle = wf["cycles"][0]
         return "DEADLOCK  cycle: " + " → ".join(_who(links.get(p, {"pid": p})) for p in [*cycle, cycle[0]])
+    rcu = (wf.get("rcu") or {}).get("holders") or []
+    if rcu and not wf.get("links"):
+        who = ", ".join(f"{h.get('comm')}[{h.get('pid')}]" + (f" on CPU {h['cpu']}" if h.get("cpu") is not None else "")
+                        for h in rcu)
+        return f"RCU STALL  grace period held up by {who}"
     if wf.get("spinlock"):
         s = wf["spinlock"]
         h = s.get("holder") or {}
@@ -75,8 +80,13 @@ def _frames(report: dict[str, Any], pid: int, link: dict) -> list[dict]:
 
 
 def _stack(frames: list[dict]) -> list[str]:
-    shown = [{**f, "symbol": _symbol(f)} for f in frames]
-    return frame_lines({"stack": {"frames": shown}}, limit=STACK_FRAMES)
+    """A task's stack from the code the interrupt or NMI stopped (for a task that was running),
+    the interrupt's own frames left to the JSON report."""
+    start = next((i for i in range(1, len(frames))
+                  if frames[i].get("interrupted") and not frames[i - 1].get("interrupted")), 0)
+    shown = [{**f, "symbol": _symbol(f)} for f in frames[start:]]
+    above = [f"      ({start} frames of the interrupt that stopped it above these, in --format json)"] if start else []
+    return above + frame_lines({"stack": {"frames": shown}}, limit=STACK_FRAMES)
 
 
 def _symbol(f: dict) -> str:
@@ -103,6 +113,12 @@ def hang_lines(report: dict[str, Any]) -> list[str]:
             lines.append(f"  stack of the holder {h.get('comm')}[{h.get('pid')}] on CPU {h.get('cpu')}:")
             lines += _stack(spin["holder_frames"])
         return lines
+    for h in (wf.get("rcu") or {}).get("holders") or []:
+        who = f"{h.get('comm')}[{h.get('pid')}]"
+        lines.append(f"  RCU grace period held up by {who}, state {h.get('state')}: {h.get('how')}")
+        if h.get("frames"):
+            lines.append(f"  stack of {h.get('comm')}[{h.get('pid')}]:")
+            lines += _stack(h["frames"])
     order: list[int] = []
     for group in [*(wf.get("cycles") or []), *(wf.get("chains") or [])]:
         order += [p for p in group if p not in order]

@@ -12,7 +12,7 @@ from typing import Any
 
 from kpostmortem.report import Evidence, Frame, Report, Verdict
 from kpostmortem.verdict.frames import base_name, choose_guilty, is_plumbing
-from kpostmortem.verdict.hangs import hang_explanation, hang_guilty, spin_holder_guilty
+from kpostmortem.verdict.hangs import hang_explanation, hang_guilty, rcu_holder_guilty, spin_holder_guilty
 from kpostmortem.verdict.titles import make_signature, make_title
 
 __all__ = ["decide", "category_of_record", "primary_record"]
@@ -432,6 +432,8 @@ def decide(report: Report) -> Verdict:
 
     if d.category == "soft-lockup" and current:
         spin_holder_guilty(d, report)
+    if d.category == "rcu-stall":
+        rcu_holder_guilty(d, report)
 
     # A call through a bad function pointer: the frame with the invalid PC names nothing;
     # its caller, from the return address on the stack, is the suspect.

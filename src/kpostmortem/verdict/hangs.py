@@ -23,7 +23,7 @@ from typing import Any
 from kpostmortem.report import Frame, Report
 from kpostmortem.verdict.frames import base_name, choose_guilty
 
-__all__ = ["hang_explanation", "hang_guilty", "spin_holder_guilty", "thread_name"]
+__all__ = ["hang_explanation", "hang_guilty", "rcu_holder_guilty", "spin_holder_guilty", "thread_name"]
 
 # Delay loops and preemption bookkeeping a busy-waiting holder is found in: its caller polls.
 BUSY_WAIT_HELPERS = frozenset({
@@ -245,6 +245,25 @@ def spin_holder_guilty(d: Any, report: Report) -> bool:
     return True
 
 
+def rcu_holder_guilty(d: Any, report: Report) -> bool:
+    """RCU stall: the code of the CPU or task that holds the grace period up, read from the
+    rcu_node tree, is the suspect, whichever CPU noticed the stall and panicked."""
+    holders = (_wait_for(report).get("rcu") or {}).get("holders") or []
+    for h in holders:
+        cpu = f"CPU {h['cpu']}, running " if h.get("cpu") is not None else ""
+        d.add("state", f"grace period held up by {cpu}{h.get('comm')}[{h.get('pid')}] (state {h.get('state')}): "
+              f"{h.get('how')}", "rcu_state's rcu_node tree", 0.05)
+    h = next((h for h in holders if h.get("frames")), None)
+    if h is None:
+        return False
+    frames = [Frame(**f) for f in h["frames"]]
+    if not _set_guilty(d, frames, None, skip_busy=True):
+        return False
+    d.add("stack", f"guilty frame: {d.function}() of {h.get('comm')}[{h.get('pid')}], which holds the grace period up; "
+          "the CPU that reported the stall only noticed it", "the holder's own stack")
+    return True
+
+
 def hang_explanation(d: Any, report: Report) -> str | None:
     """The verdict's sentence for a deadlock, a wait-for chain or a lock-holding soft lockup."""
     wf = _wait_for(report)
@@ -254,6 +273,12 @@ def hang_explanation(d: Any, report: Report) -> str | None:
     if d.category == "hung-task" and d.message and "→" in d.message:
         return (f"wait-for chain {d.message}: the first task waits for a lock held by the next; "
                 f"{d.function}() at the end of the chain does not let go. khungtaskd panicked (hung_task_panic).")
+    rcu = next((h for h in (wf.get("rcu") or {}).get("holders") or [] if h.get("frames")), None)
+    if d.category == "rcu-stall" and rcu:
+        where = f" on CPU {rcu['cpu']}" if rcu.get("cpu") is not None else ""
+        return (f"{rcu.get('comm')}{where} stayed inside an RCU read-side critical section (or kept its CPU from "
+                f"a quiescent state) in {d.function}(), so the grace period could not end; RCU's stall detector "
+                "panicked (panic_on_rcu_stall).")
     spin = wf.get("spinlock") or {}
     if d.category == "soft-lockup" and (spin.get("holder") or {}).get("pid") is not None:
         h = spin["holder"]
