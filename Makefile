@@ -2,6 +2,9 @@
 PYTHON ?= python3
 JOBS ?= 2
 CACHE ?= $(or $(KPM_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kpostmortem)
+# Build the corpus on other kernels than fixtures/vmcores/kernels.toml prefers, e.g.
+# make test KERNELS="6.1=6.1.0-56"   (SERIES=RELEASE or SERIES=PACKAGE_VERSION, space-separated)
+KERNELS ?=
 
 .PHONY: setup corpus demo test lint
 
@@ -10,7 +13,7 @@ setup:
 	$(PYTHON) -m pip install --quiet -e '.[test]'
 
 corpus: setup
-	$(PYTHON) scripts/make-vmcores --jobs $(JOBS)
+	$(PYTHON) scripts/make-vmcores --jobs $(JOBS) $(foreach k,$(KERNELS),--kernel-version $(k))
 
 # Make one real crash dump (NULL pointer write in our test module) and analyse it.
 demo: setup

@@ -136,6 +136,7 @@ def scenario_initrd(base: Path, sc: dict, out: Path) -> Path:
         "KPM_HOSTNAME": sc.get("hostname", ""),
         "KPM_TRIGGER_COMM": sc.get("trigger_comm", ""),
         "KPM_THREADS": str(sc.get("threads", 0)),
+        "KPM_PARAMS": " ".join(f"{k}={v}" for k, v in sc.get("params", {}).items()),
     }
     w = CpioWriter()
     w.add_bytes("etc/kpm.env", "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items()).encode())

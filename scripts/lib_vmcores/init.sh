@@ -78,6 +78,13 @@ if [ "${KPM_THREADS:-0}" -gt 0 ]; then
 	echo "kpm-init: $(ls -d /proc/[0-9]* | wc -l) tasks"
 fi
 
+# KPM_PARAMS: crashpoc parameters written before the trigger (NAME=VALUE ...), each
+# write returning once its effect is in place (e.g. park_d: threads asleep in D).
+for kv in $KPM_PARAMS; do
+	echo "${kv#*=}" > "/sys/module/crashpoc/parameters/${kv%%=*}" &&
+		echo "kpm-init: crashpoc $kv" || echo "kpm-init: FAILED: crashpoc $kv"
+done
+
 fire() {
 	echo "kpm-init: firing $1"
 	case "$1" in

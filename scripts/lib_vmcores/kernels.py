@@ -1,14 +1,17 @@
 """Kernels for the corpus: Debian bookworm cloud kernels, fetched as packages.
 
 Nothing is installed on the host: the packages are `apt-get download`ed into
-the cache and unpacked there with `dpkg-deb -x`.  The version is resolved at
-run time from the metapackage, because old versions leave the archive.
+the cache and unpacked there with `dpkg-deb -x`.  Which kernel a series gets is
+written in fixtures/vmcores/kernels.toml (a preferred release and package
+version); old versions leave the archive, so when the preferred one is gone the
+newest one the metapackage depends on is used instead, and the log says so.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import lzma
@@ -16,15 +19,32 @@ import re
 import shutil
 import subprocess
 import threading
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import log
 
-METAPACKAGES = {
-    "6.1": "linux-image-cloud-amd64",
-    "6.12": "linux-image-6.12-cloud-amd64",
-}
+KERNELS_TOML = Path(__file__).resolve().parents[2] / "fixtures" / "vmcores" / "kernels.toml"
+
+
+def load_series(path: Path = KERNELS_TOML) -> dict[str, dict]:
+    """{series: {metapackage, flavour, release, version}} from kernels.toml."""
+    with open(path, "rb") as f:
+        data = tomllib.load(f).get("series", {})
+    for name, spec in data.items():
+        for key in ("metapackage", "flavour"):
+            if not isinstance(spec.get(key), str) or not spec[key]:
+                raise SystemExit(f"{path}: series {name} lacks '{key}'")
+        if bool(spec.get("release")) != bool(spec.get("version")):
+            raise SystemExit(f"{path}: series {name}: give both release and version, or neither")
+    return data
+
+
+SERIES = load_series()
+METAPACKAGES = {name: spec["metapackage"] for name, spec in SERIES.items()}
+# --kernel-version SERIES=WANT for this run (set_kernel_versions), over kernels.toml.
+_overrides: dict[str, str] = {}
 
 CRASHPOC_SOURCES = ("crashpoc.c", "crashpoc_badsym.c", "Kbuild")
 CAPTURE_MODULES = ("virtio_blk", "virtio_pci")
@@ -55,17 +75,21 @@ def _apt_show(pkg: str) -> str:
     return r.stdout if r.returncode == 0 else ""
 
 
+def _update_once(why: str) -> None:
+    global _apt_updated
+    with _apt_lock:
+        if not _apt_updated:
+            log(f"{why}: running apt-get update")
+            run(["apt-get", "update", "-q"], stdout=subprocess.DEVNULL)
+            _apt_updated = True
+
+
 def apt_show(pkg: str) -> str:
     """`apt-cache show` of the candidate; runs `apt-get update` once if needed."""
-    global _apt_updated
     out = _apt_show(pkg)
     if out.strip():
         return out
-    with _apt_lock:
-        if not _apt_updated:
-            log(f"apt-cache cannot resolve {pkg}: running apt-get update")
-            run(["apt-get", "update", "-q"], stdout=subprocess.DEVNULL)
-            _apt_updated = True
+    _update_once(f"apt-cache cannot resolve {pkg}")
     out = _apt_show(pkg)
     if not out.strip():
         raise KernelError(f"no Debian package {pkg} (check the apt sources)")
@@ -96,15 +120,72 @@ class KernelPlan:
     packages: list[str] = field(default_factory=list)  # "name=version"
 
 
-def resolve(series: str) -> KernelPlan:
+def set_kernel_versions(pairs: list[str]) -> None:
+    """Take `SERIES=RELEASE` or `SERIES=PACKAGE_VERSION` words (--kernel-version)."""
+    for pair in pairs:
+        series, sep, want = pair.partition("=")
+        if not sep or not want:
+            raise KernelError(f"--kernel-version {pair}: expected SERIES=VERSION, e.g. 6.1=6.1.0-56")
+        if series not in SERIES:
+            raise KernelError(f"--kernel-version {pair}: unknown series {series} "
+                              f"(kernels.toml has {', '.join(SERIES)})")
+        _overrides[series] = want
+    resolve.cache_clear()
+
+
+def _versions(pkg: str) -> list[str]:
+    """The versions of PKG the archive offers (`apt-cache madison`), newest first."""
+    def madison() -> list[str]:
+        r = run(["apt-cache", "madison", pkg], check=False)
+        return [line.split("|")[1].strip() for line in r.stdout.splitlines() if line.count("|") >= 2]
+    return madison() or (_update_once(f"apt-cache knows no {pkg}") or madison())
+
+
+def _available(release: str, version: str) -> bool:
+    """Image, headers and -dbg of this exact kernel are all in the archive."""
+    return all(version in _versions(pkg) for pkg in (
+        f"linux-image-{release}-unsigned", f"linux-headers-{release}", f"linux-image-{release}-dbg"))
+
+
+def _newest(series: str) -> tuple[str, str]:
+    """(release, version) of the kernel the series' metapackage depends on today."""
     meta_pkg = METAPACKAGES[series]
-    stanza = apt_show(meta_pkg)
-    image = next((d for d in _depends(stanza) if d[0].startswith("linux-image-")), None)
+    image = next((d for d in _depends(apt_show(meta_pkg)) if d[0].startswith("linux-image-")), None)
     if not image:
         raise KernelError(f"{meta_pkg} depends on no linux-image package")
     name, _, version = image
-    version = version or _field(apt_show(name), "Version")
-    release = name[len("linux-image-"):]
+    return name[len("linux-image-"):], version or _field(apt_show(name), "Version")
+
+
+def _wanted(series: str, want: str) -> tuple[str, str]:
+    """(release, version) for --kernel-version: an ABI release (6.1.0-56, with or without
+    its flavour) or a package version of the series' metapackage (6.1.192-2)."""
+    spec = SERIES[series]
+    release = want if want.endswith("-" + spec["flavour"]) else f"{want}-{spec['flavour']}"
+    for version in _versions(f"linux-image-{release}-unsigned"):
+        if _available(release, version):
+            return release, version
+    if want in _versions(spec["metapackage"]):
+        for name, _, version in _depends(apt_show(f"{spec['metapackage']}={want}")):
+            if name.startswith("linux-image-") and _available(name[len("linux-image-"):], version):
+                return name[len("linux-image-"):], version
+    raise KernelError(f"--kernel-version {series}={want}: no such kernel (image, headers and -dbg) "
+                      f"in the archive; the newest is {' '.join(_newest(series))}")
+
+
+@functools.cache
+def resolve(series: str) -> KernelPlan:
+    spec = SERIES[series]
+    if series in _overrides:
+        release, version = _wanted(series, _overrides[series])
+        log(f"[{series}] --kernel-version: using {release} ({version})")
+    elif spec.get("release") and _available(spec["release"], spec["version"]):
+        release, version = spec["release"], spec["version"]
+    else:
+        release, version = _newest(series)
+        if spec.get("release"):
+            log(f"[{series}] {spec['release']} ({spec['version']}) is gone from the archive; "
+                f"using {release} ({version}): update fixtures/vmcores/kernels.toml")
     plan = KernelPlan(series, release, version)
     headers = f"linux-headers-{release}"
     plan.packages = [
@@ -118,7 +199,7 @@ def resolve(series: str) -> KernelPlan:
                 plan.packages.append(f"{dep}={dver}")
             else:
                 # linux-kbuild-6.1 (>= V): take V itself when the archive has it
-                has_v = version in run(["apt-cache", "madison", dep]).stdout
+                has_v = version in _versions(dep)
                 plan.packages.append(f"{dep}={version}" if has_v else dep)
     return plan
 

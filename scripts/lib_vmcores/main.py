@@ -26,12 +26,12 @@ DEFAULTS = {
     "format": "kdump", "dump_level": 31, "boot_args": "", "sysctls": {},
     "load_module": True, "console": [], "dmesg": [], "followup": "", "preload": [],
     "panic_on_oops": True, "hostname": "", "trigger_comm": "",
-    "memory": 1024, "threads": 0, "group": "corpus",
+    "memory": 1024, "threads": 0, "group": "corpus", "params": {},
 }
 # Keys that change what the guest does; a change in any of them redoes the dump.
 CAPTURE_KEYS = ("kernel", "trigger", "followup", "format", "dump_level", "boot_args",
                 "sysctls", "load_module", "preload", "panic_on_oops", "hostname", "trigger_comm",
-                "memory", "threads")
+                "memory", "threads", "params")
 # "corpus": the dumps the test suite needs, made by default (CI makes them all).
 # "hangs": hang scenarios being brought up (issue 15), made only on request.
 # "scale": big inputs of the scaling benchmark only, made on request (--group scale
@@ -60,7 +60,7 @@ def load_manifest(path: Path = MANIFEST) -> list[dict]:
                 raise SystemExit(f"{path}: a scenario lacks '{key}': {raw}")
         if sc["name"] in seen:
             raise SystemExit(f"{path}: duplicate scenario {sc['name']}")
-        if sc["kernel"] not in kernels.METAPACKAGES:
+        if sc["kernel"] not in kernels.SERIES:
             raise SystemExit(f"{path}: {sc['name']}: unknown kernel series {sc['kernel']}")
         if sc["format"] not in ("kdump", "elf"):
             raise SystemExit(f"{path}: {sc['name']}: format must be kdump or elf")
@@ -78,6 +78,13 @@ def load_manifest(path: Path = MANIFEST) -> list[dict]:
             raise SystemExit(f"{path}: {sc['name']}: threads must be a count >= 0")
         if sc["threads"] and not sc["load_module"]:
             raise SystemExit(f"{path}: {sc['name']}: threads needs load_module (crashpoc starts them)")
+        params = sc["params"]
+        if not isinstance(params, dict) or not all(
+                re.fullmatch(r"[a-z_][a-z0-9_]{0,31}", k) and re.fullmatch(r"[A-Za-z0-9_,.-]{1,64}", str(v))
+                for k, v in params.items()):
+            raise SystemExit(f"{path}: {sc['name']}: params must map crashpoc parameter names to plain values")
+        if params and not sc["load_module"]:
+            raise SystemExit(f"{path}: {sc['name']}: params needs load_module (crashpoc's parameters)")
         seen.add(sc["name"])
         out.append(sc)
     return out
@@ -161,14 +168,22 @@ def _build_one(sc: dict, cache: Path) -> dict:
         tmp.replace(out / "vmcore")
         shutil.copy2(console, out / "console.log")
         k.wait_dbg()
+        # The module files travel with the dump: a later crashpoc rebuild (another scenario,
+        # an edited crashpoc.c) must not leave this dump pointing at a .ko of other code.
+        mods = out / "modules"
+        shutil.rmtree(mods, ignore_errors=True)
+        mods.mkdir()
+        for ko in (k.crashpoc_ko, k.badsym_ko):
+            if ko.exists():
+                shutil.copy2(ko, mods / ko.name)
         meta = {
             "scenario": name,
             "series": k.series,
             "release": k.release,
             "package_version": k.package_version,
             "vmlinux": str(k.vmlinux),
-            "debuginfo": [str(k.module_debug_dir), str(k.crashpoc_dir)],
-            "module_ko": str(k.crashpoc_ko) if sc["load_module"] else None,
+            "debuginfo": [str(k.module_debug_dir), str(mods)],
+            "module_ko": str(mods / k.crashpoc_ko.name) if sc["load_module"] else None,
             "format": sc["format"],
             "dump_level": sc["dump_level"],
             "memory": sc["memory"],
@@ -221,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--group", choices=[*GROUPS, "all"],
                     help=f"only this group of scenarios (default: {DEFAULT_GROUP} when making "
                          "dumps without --only, all with --list)")
-    ap.add_argument("--kernel", choices=sorted(kernels.METAPACKAGES), help="only this series")
+    ap.add_argument("--kernel", choices=sorted(kernels.SERIES), help="only this series")
+    ap.add_argument("--kernel-version", action="append", default=[], metavar="SERIES=VERSION",
+                    help="build SERIES on this kernel instead of kernels.toml's preference: an ABI "
+                         "release (6.1=6.1.0-56) or a package version (6.1=6.1.192-2); repeatable")
     ap.add_argument("--jobs", type=int, default=2, help="parallel QEMU guests (default 2)")
     ap.add_argument("--force", action="store_true", help="rebuild the selected dumps")
     args = ap.parse_args(argv)
@@ -233,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown scenario(s): {', '.join(unknown)}; see --list")
     sel = select(scenarios, args.only, args.group, args.kernel, listing=args.list)
     cache = cache_root()
+    try:
+        kernels.set_kernel_versions(args.kernel_version)
+    except kernels.KernelError as e:
+        ap.error(str(e))
     releases = {series: kernels.resolve(series).release
                 for series in sorted({s["kernel"] for s in sel})}
 

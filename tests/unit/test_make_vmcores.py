@@ -31,7 +31,7 @@ def test_both_groups_are_in_the_manifest_and_agree_with_the_tests_view():
     assert _names(s for s in SCENARIOS if s["group"] == "corpus") == set(corpus.names())
     assert set(corpus.names(group="scale")) == {n for n, g in corpus.groups().items() if g == "scale"}
     # the defaults are the same on both sides
-    for key in ("memory", "threads", "group"):
+    for key in ("memory", "threads", "group", "params"):
         assert main.DEFAULTS[key] == corpus.DEFAULTS[key], key
 
 
@@ -90,3 +90,50 @@ def test_bad_keys_are_refused(tmp_path, bad, why):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(SystemExit, match=why):
         main.load_manifest(path)
+
+
+# ------------------------------------------------------------------ kernels.toml
+
+
+def test_every_manifest_series_has_a_preferred_kernel():
+    from lib_vmcores import kernels
+
+    for series in {s["kernel"] for s in SCENARIOS}:
+        spec = kernels.SERIES[series]
+        assert spec["release"].endswith("-" + spec["flavour"]), spec
+        assert spec["release"].startswith(series + "."), spec
+        assert spec["version"], spec
+
+
+def test_a_malformed_kernels_toml_names_the_series(tmp_path):
+    from lib_vmcores import kernels
+
+    f = tmp_path / "kernels.toml"
+    f.write_text('[series."6.1"]\nflavour = "cloud-amd64"\n')
+    with pytest.raises(SystemExit, match=r"series 6.1 lacks 'metapackage'"):
+        kernels.load_series(f)
+    f.write_text('[series."6.1"]\nmetapackage = "m"\nflavour = "f"\nrelease = "6.1.0-1-f"\n')
+    with pytest.raises(SystemExit, match="both release and version"):
+        kernels.load_series(f)
+
+
+@pytest.mark.parametrize("word,words", [
+    ("6.1", "expected SERIES=VERSION"),
+    ("6.1=", "expected SERIES=VERSION"),
+    ("4.19=4.19.0-27", "unknown series 4.19"),
+])
+def test_kernel_version_overrides_are_checked_before_any_download(word, words):
+    from lib_vmcores import kernels
+
+    with pytest.raises(kernels.KernelError, match=words):
+        kernels.set_kernel_versions([word])
+
+
+def test_params_must_be_plain_crashpoc_parameters(tmp_path):
+    good = main.MANIFEST.read_text()
+    bad = good + '\n[[scenario]]\nname = "x"\nkernel = "6.1"\ndescription = "d"\ntrigger = "t"\n' \
+                 'params = {park_d = "2; reboot"}\n[scenario.expect]\ncategory = "c"\n'
+    f = tmp_path / "manifest.toml"
+    f.write_text(bad)
+    with pytest.raises(SystemExit, match="params must map crashpoc parameter names"):
+        main.load_manifest(f)

@@ -39,6 +39,7 @@ DEFAULTS = {
     "memory": 1024,       # guest RAM, MiB
     "threads": 0,         # sleeping kthreads crashpoc starts before the trigger
     "group": "corpus",
+    "params": {},         # crashpoc parameters written before the trigger (park_d: D kthreads)
 }
 CORPUS = "corpus"
 SCALE = "scale"

@@ -167,6 +167,18 @@ def test_dump_holds_the_sleeping_kthreads(name, programs):
     assert total > want
 
 
+@pytest.mark.parametrize("name", [n for n in INTACT if BY_NAME[n]["params"].get("park_d")])
+def test_dump_holds_the_parked_kthreads(name, programs):
+    """crashpoc parked `park_d` kernel threads (crashpoc-park/N) in D state before the trigger:
+    all are in the dump's task list, in D, whatever else the guest was doing."""
+    from drgn.helpers.linux.pid import for_each_task
+    from drgn.helpers.linux.sched import task_state_to_char
+
+    parked = [task_state_to_char(t) for t in for_each_task(programs(name))
+              if re.fullmatch(rb"crashpoc-park/\d+", t.comm.string_())]
+    assert parked == ["D"] * BY_NAME[name]["params"]["park_d"], f"{name}: {parked}"
+
+
 @pytest.mark.parametrize("name", DAMAGED)
 def test_damaged_dump_is_really_damaged(name, programs):
     import drgn
