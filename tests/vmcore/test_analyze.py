@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kpostmortem.render.normalize import normalized_report
+from kpostmortem.render.normalize import explain_differences, normalized_report
 
 from .analysis import report_of
 from .corpus import load_manifest
@@ -44,13 +44,15 @@ def test_golden_normalised_report(scenario, request):
         return
     assert path.exists(), f"no golden file {path}: run pytest --regen-golden"
     want = json.loads(path.read_text())
-    assert got == want, f"{scenario['name']}: normalised report differs from {path.name}"
+    # One line that says whether a kernel update or the analysis made the difference.
+    assert got == want, explain_differences(scenario["name"], want, got)
 
 
-@pytest.mark.parametrize("other", ["null-write-2", "null-write-full", "null-write-elf", "threads-2k"])
+@pytest.mark.parametrize("other", ["null-write-2", "null-write-full", "null-write-elf", "threads-2k", "parked-d"])
 def test_same_crash_normalises_to_the_same_report(other):
     """Separate boots (KASLR, pids, timings) and other dump formats of one bug: equal reports.
-    threads-2k is the same bug with 2,000 more (sleeping) tasks: nothing but task counts differs."""
+    threads-2k is the same bug with 2,000 more (sleeping) tasks, parked-d with two D tasks: nothing
+    but task counts and the blocked-task list differ."""
     a = normalized_report(report_of("null-write"))
     b = normalized_report(report_of(other))
     for r in (a, b):

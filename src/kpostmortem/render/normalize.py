@@ -7,6 +7,7 @@ and masks the same in texts. Golden files and cross-dump comparisons use it.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -100,8 +101,102 @@ def _cut_boot_path(names: list[str | None]) -> int:
     return names.index(_IDLE_ENTRY) + 1 if _IDLE_ENTRY in names else len(names)
 
 
+_SERIES = re.compile(r"^(\d+\.\d+)\S*?(?:-(?:\d+-)?([a-z][\w-]*))?$")
+_VERSION_NUMBER = re.compile(r"\b\d+\.\d+[\w.+~-]*")
+_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+_LINE = re.compile(r":\d+$")
+
+
+def release_series(release: str | None) -> str | None:
+    """`6.1.0-57-cloud-amd64` → `6.1.*-cloud-amd64`: the series and flavour, without the ABI
+    number and patch level that every Debian kernel update changes."""
+    if not release:
+        return release
+    m = _SERIES.match(release)
+    if not m:
+        return release
+    return f"{m.group(1)}.*" + (f"-{m.group(2)}" if m.group(2) else "")
+
+
+def _file_only(source: str | None) -> str | None:
+    return _LINE.sub("", source) if source else source
+
+
+def _kernel_owned_frame(frame: dict[str, Any]) -> bool:
+    return frame.get("module") is None and bool(frame.get("function"))
+
+
+def _mask_kernel_code(out: dict[str, Any], report: dict[str, Any]) -> None:
+    """Offsets and line numbers inside vmlinux move with every kernel update; the function
+    names, the files and everything attributed to a module (its lines included) stay."""
+    for f in (out.get("stack") or {}).get("frames", []):
+        if _kernel_owned_frame(f):
+            f.update(offset=None, symbol=f["function"], source=_file_only(f.get("source")))
+    for rec in (out.get("log") or {}).get("records", []):
+        rip = rec.get("rip")
+        if isinstance(rip, dict) and rip.get("module") is None:
+            rip["offset"] = None
+    verdict = out.get("verdict") or {}
+    if verdict.get("module") is None:
+        verdict["source"] = _file_only(verdict.get("source"))
+    fault = out.get("fault")
+    frames = (report.get("stack") or {}).get("frames") or []
+    index = (report.get("fault") or {}).get("frame_index")
+    if fault and isinstance(index, int) and 0 <= index < len(frames) and _kernel_owned_frame(frames[index]):
+        # A fault in the kernel's own code (a BUG in lib/, SysRq): its instruction window
+        # and the compiler's choices in it are the kernel build's, not the bug's.
+        fault.pop("instructions", None)
+        fault.pop("trap_index", None)
+        fault["source"] = _file_only(fault.get("source"))
+
+
+def _cut_interrupted_task(out: dict[str, Any], report: dict[str, Any]) -> None:
+    """A bug in interrupt code (a timer callback, a softirq): which task the interrupt
+    happened to land on, and what it was doing (idling, freeing module memory in a
+    kworker, …), is a matter of timing. Keep the interrupt's frames and mark the rest."""
+    frames = (report.get("stack") or {}).get("frames") or []
+    guilty = (report.get("verdict") or {}).get("guilty_frame")
+    if not isinstance(guilty, int) or not 0 <= guilty < len(frames):
+        return
+    segment = frames[guilty].get("segment")
+    if segment in (None, "TASK", "USER") or not any(f.get("segment") == "TASK" for f in frames[guilty:]):
+        return
+    kept = out["stack"]["frames"]
+    cut = next(i for i, f in enumerate(kept) if i and f.get("segment") == "TASK")
+    irq_names = {f.get("function") for f in kept[:cut]}
+    out["stack"]["frames"] = kept[:cut]
+    interrupted = "(the interrupted task)"
+    if out.get("crashed_task"):
+        out["crashed_task"].update(comm=interrupted, kernel_thread=None)
+    first = (out.get("summary") or {}).get("first_oops")
+    if isinstance(first, dict) and first.get("comm"):
+        first["comm"] = interrupted
+    for rec in (out.get("log") or {}).get("records", []):
+        trace = rec.get("call_trace") or []
+        last = max((i for i, name in enumerate(trace) if name in irq_names), default=None)
+        if last is not None:
+            rec["call_trace"] = trace[: last + 1]
+            if rec.get("comm"):
+                rec["comm"] = interrupted
+
+
+def _mask_release(report: dict[str, Any]) -> dict[str, Any]:
+    release = (report.get("dump") or {}).get("release") or (report.get("summary") or {}).get("release")
+    if not release:
+        return report
+    return json.loads(json.dumps(report).replace(json.dumps(release)[1:-1],
+                                                 json.dumps(release_series(release))[1:-1]))
+
+
 def normalized_report(report: dict[str, Any]) -> dict[str, Any]:
-    """The boot-independent subset of a report dict, in the report's own shape."""
+    """The boot-independent subset of a report dict, in the report's own shape.
+
+    Also independent of which kernel of a series the dump came from: the release, the
+    version string and build date, and offsets and line numbers inside vmlinux change with
+    every distribution update; the verdict, the functions, the modules, the module's own
+    source lines, the fault explanation and the evidence do not.
+    """
+    report = _mask_release(report)
     out = _walk(report)
     out["stack_checks"] = _stack_checks(report.get("stack_checks") or {})
     stack = out.get("stack") or {}
@@ -135,4 +230,71 @@ def normalized_report(report: dict[str, Any]) -> dict[str, Any]:
     debug = report.get("debug_info") or {}
     out["debug_info"] = {"degraded": debug.get("degraded"), "modules": sorted(debug.get("modules", {}))}
     out["tool"] = {"name": (report.get("tool") or {}).get("name")}
+    summary = out.get("summary") or {}
+    if summary.get("version"):
+        summary["version"] = _DATE.sub("DATE", _VERSION_NUMBER.sub("V", summary["version"]))
+    _mask_kernel_code(out, report)
+    _cut_interrupted_task(out, report)
     return out
+
+
+def differences(want: Any, got: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """Every leaf where two normalised reports differ: (path, want, got)."""
+    if isinstance(want, dict) and isinstance(got, dict):
+        out = []
+        for k in sorted(set(want) | set(got), key=str):
+            out += differences(want.get(k, _ABSENT), got.get(k, _ABSENT), f"{path}.{k}" if path else k)
+        return out
+    if isinstance(want, list) and isinstance(got, list) and len(want) == len(got):
+        return [d for i, (a, b) in enumerate(zip(want, got, strict=True))
+                for d in differences(a, b, f"{path}[{i}]")]
+    return [] if want == got else [(path, want, got)]
+
+
+_ABSENT = "(absent)"
+_FRAME_PATH = re.compile(r"^stack\.frames\[(\d+)\]")
+_CALL_TRACE_PATH = re.compile(r"^log\.records\[\d+\]\.call_trace(\[\d+\])?$")
+
+
+def kernel_owned(path: str, *reports: dict[str, Any]) -> bool:
+    """Whether a difference at PATH is the kernel's own code changing (a distribution update
+    re-inlined or renamed one of its functions), not the analysis of the bug: a frame that
+    is vmlinux's in every report, or an entry of a log record's call trace that names no
+    module function."""
+    m = _FRAME_PATH.match(path)
+    if m:
+        i = int(m.group(1))
+        frames = [(r.get("stack") or {}).get("frames") or [] for r in reports]
+        return all(i < len(f) and _kernel_owned_frame(f[i]) for f in frames)
+    if _CALL_TRACE_PATH.match(path):
+        module_functions = {f.get("function") for r in reports
+                            for f in (r.get("stack") or {}).get("frames") or [] if f.get("module")}
+        entries = [v for r in reports for v in _get(r, path) if isinstance(v, str)]
+        return not module_functions & set(entries)
+    return False
+
+
+def _get(report: dict[str, Any], path: str) -> list[Any]:
+    """The value(s) at a differences() path, flattened to a list (empty when absent)."""
+    value: Any = report
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        if part.startswith("["):
+            i = int(part[1:-1])
+            value = value[i] if isinstance(value, list) and i < len(value) else None
+        else:
+            value = value.get(part) if isinstance(value, dict) else None
+    return value if isinstance(value, list) else [value]
+
+
+def explain_differences(name: str, want: dict[str, Any], got: dict[str, Any], limit: int = 4) -> str:
+    """One line on why a normalised report differs from its golden: a kernel update that
+    changed only the kernel's own code, or a change in the analysis."""
+    diffs = differences(want, got)
+    if not diffs:
+        return f"{name}: equal to its golden report"
+    shown = "; ".join(f"{p}: {a!r} → {b!r}" for p, a, b in diffs[:limit]) + (
+        f"; … {len(diffs) - limit} more" if len(diffs) > limit else "")
+    if all(kernel_owned(p, want, got) for p, _, _ in diffs):
+        return (f"{name}: only the kernel's own code differs from the golden (a distribution kernel "
+                f"update, not a change in the analysis): {shown}")
+    return f"{name}: the analysis differs from the golden: {shown}"
