@@ -14,6 +14,7 @@ import random
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -167,26 +168,110 @@ def test_damaged_elf_dump_header(tmp_path):
     assert_one_line_error(rc, err, DUMP, "copy it again")
 
 
-@pytest.mark.parametrize("percent", [10, 50, 90])
-def test_truncated_dump(tmp_path, nw, percent):
-    """A dump cut short (disk full during capture): a partial report that says truncated,
-    with the fix, and a lowered confidence: no verdict (exit 1) at 10 and 50 %; at 90 % the
-    crash's category is still recognised, and exit 0 or 1 is the engine's call."""
+def _log_pfns(meta: dict) -> set[int]:
+    """The page frames the printk log lives in, with the page tables that map them: what
+    the log analyzer must read, found in the dump itself with drgn (x86-64 paging)."""
+    import drgn
+    from drgn.helpers.linux.mm import follow_pfn
+
+    from .corpus import open_program
+
+    prog = open_program(meta["scenario"])
+    mm = prog["init_mm"].address_of_()
+    prb = prog["prb"]
+    desc, text = prb.desc_ring, prb.text_data_ring
+    count = 1 << desc.count_bits.value_()
+    spans = [(prb.address_of_().value_(), 8), (prb.value_(), drgn.sizeof(prb[0])),
+             (desc.descs.value_(), count * drgn.sizeof(desc.descs[0])),
+             (desc.infos.value_(), count * drgn.sizeof(desc.infos[0])),
+             (text.data.value_(), 1 << text.size_bits.value_())]
+    try:
+        levels = 5 if prog["__pgtable_l5_enabled"].value_() else 4
+    except KeyError:
+        levels = 4
+    shifts = (48, 39, 30, 21, 12)[5 - levels:]
+    top = follow_pfn(mm, mm.pgd.value_()).value_()
+    pfns: set[int] = set()
+    for start, size in spans:
+        for addr in range(start & ~0xFFF, start + size, 0x1000):
+            pfns.add(follow_pfn(mm, addr).value_())
+            table = top
+            for shift in shifts:  # the tables the translation walks through
+                pfns.add(table)
+                entry = prog.read_u64((table << 12) + ((addr >> shift) & 0x1FF) * 8, True)
+                if not entry & 1 or entry & 0x80 or shift == 12:  # not present, huge page, leaf
+                    break
+                table = (entry & 0x000F_FFFF_FFFF_F000) >> 12
+    return pfns
+
+
+@pytest.fixture(scope="module")
+def log_layout(nw):
+    """Where the log's pages lie in null-write's file: (first byte, end) of their data."""
+    from kpostmortem.inputs.elfinfo import kdump_page_extents
+
+    extents = kdump_page_extents(nw["path"], _log_pfns(nw))
+    assert extents, "the printk log's pages are not in the dump"
+    return min(o for o, _ in extents.values()), max(o + n for o, n in extents.values())
+
+
+def _page_data_start(path: str) -> int:
+    """Offset of the first page's data in a kdump-compressed file."""
+    from kpostmortem.inputs.elfinfo import kdump_page_extents
+
+    with open(path, "rb") as f:
+        head = f.read(464)
+    block_size, sub_hdr_size, bitmap_blocks, max_mapnr = struct.unpack_from("<iiiI", head, 428)
+    first = kdump_page_extents(path, range(max_mapnr))
+    return min(o for o, _ in first.values())
+
+
+def _truncated_report(tmp_path: Path, nw: dict, cut: int) -> tuple[int, dict]:
     f = tmp_path / "vmcore"
-    data = Path(nw["path"]).read_bytes()
-    f.write_bytes(data[: len(data) * percent // 100])
+    with open(nw["path"], "rb") as src:
+        f.write_bytes(src.read(cut))
     rc, rep, _err = json_report(str(f), *debug_args(nw))
-    assert rc == NO_VERDICT or (percent == 90 and rc == OK), rep["verdict"]
-    assert any("truncated" in p for p in rep["dump"]["header_problems"]), rep["dump"]
-    missing = " | ".join(rep["verdict"]["missing"])
-    assert "truncated" in missing and "copy the dump again" in missing, missing
-    assert rep["verdict"]["confidence"] <= 0.99 - 0.1
-    if percent == 90:
-        assert rep["verdict"]["category"] == "null-pointer-dereference"
-    else:
-        # What could not be read is named with its address.
-        failed = [o for o in rep["analyzers"] if o["status"] == "failed"]
-        assert failed and all("0x" in o["detail"] for o in failed), failed
+    if cut < Path(nw["path"]).stat().st_size:
+        assert any("truncated" in p for p in rep["dump"]["header_problems"]), rep["dump"]
+        missing = " | ".join(rep["verdict"]["missing"])
+        assert "truncated" in missing and "copy the dump again" in missing, missing
+        assert rep["verdict"]["confidence"] <= 0.99 - 0.1
+    return rc, rep
+
+
+def test_truncated_after_the_log(tmp_path, nw, log_layout):
+    """Cut inside the page data that lies after the log (pages are stored in pfn order): the
+    log and the page tables that map it survive, so the crash's category is still
+    recognised from the log, with what else was lost named. Where the log happens to be
+    the last data in the file, nothing is cut and the full verdict must come out."""
+    size = Path(nw["path"]).stat().st_size
+    _, log_end = log_layout
+    rc, rep = _truncated_report(tmp_path, nw, log_end + (size - log_end) // 2)
+    assert rep["verdict"]["category"] == NULL_WRITE[0], rep["verdict"]
+    assert next(o for o in rep["analyzers"] if o["name"] == "log")["status"] == "ok"
+    if log_end < size:
+        assert rc in (OK, NO_VERDICT)
+
+
+def test_truncated_before_the_log(tmp_path, nw, log_layout):
+    """Cut just before the first page the log needs: the log analyzer fails naming the
+    address it could not read, and no evidence claims a log record."""
+    log_start, _ = log_layout
+    rc, rep = _truncated_report(tmp_path, nw, log_start)
+    assert rc in (OK, NO_VERDICT)
+    log = next(o for o in rep["analyzers"] if o["name"] == "log")
+    assert log["status"] == "failed" and "0x" in log["detail"], log
+    assert not [e for e in rep["verdict"]["evidence"] if e["kind"] == "log"], rep["verdict"]["evidence"]
+
+
+def test_truncated_before_any_page(tmp_path, nw):
+    """Headers, bitmaps and descriptors intact, no page data at all: no verdict, and every
+    analyzer that failed names the address it could not read."""
+    rc, rep = _truncated_report(tmp_path, nw, _page_data_start(nw["path"]))
+    assert rc == NO_VERDICT, rep["verdict"]
+    assert rep["verdict"]["category"] == "unknown"
+    failed = [o for o in rep["analyzers"] if o["status"] == "failed"]
+    assert failed and all("0x" in o["detail"] for o in failed), failed
 
 
 @pytest.mark.parametrize("what,at,length,value,words", [

@@ -9,6 +9,7 @@ import io
 import lzma
 import os
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -253,6 +254,37 @@ def _kdump_data_end(f: io.BufferedReader, block_size: int, sub_hdr_size: int, bi
     if offset <= 0 or length > (1 << 20):
         return None
     return offset + length
+
+
+def kdump_page_extents(path: str | os.PathLike[str], pfns: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """Where each given page frame's data lies in a kdump-compressed file: {pfn: (offset,
+    length)} for the pfns that were dumped (filtered-out ones are absent).
+
+    makedumpfile writes pages in pfn order, one descriptor per dumped page (the second
+    bitmap's set bits, in order): a page's descriptor index is the count of dumped pages
+    below it. What a truncated file still holds follows from this.
+    """
+    wanted = sorted(set(pfns))
+    out: dict[int, tuple[int, int]] = {}
+    with open(path, "rb") as f:
+        head = f.read(464)
+        if len(head) < 464 or head[:8] != b"KDUMP   ":
+            raise ValueError(f"{path}: not a kdump-compressed file")
+        block_size, sub_hdr_size, bitmap_blocks = struct.unpack_from("<iii", head, 428)
+        half = block_size * bitmap_blocks // 2
+        f.seek(block_size * (1 + sub_hdr_size) + half)
+        bitmap2 = int.from_bytes(f.read(half), "little")
+        table = block_size * (1 + sub_hdr_size + bitmap_blocks)
+        for pfn in wanted:
+            if not bitmap2 >> pfn & 1:
+                continue
+            index = (bitmap2 & ((1 << pfn) - 1)).bit_count()
+            f.seek(table + index * KDUMP_PAGE_DESC_SIZE)
+            desc = f.read(KDUMP_PAGE_DESC_SIZE)
+            if len(desc) == KDUMP_PAGE_DESC_SIZE:
+                offset, length = struct.unpack_from("<qI", desc)
+                out[pfn] = (offset, length)
+    return out
 
 
 def _kdump_header(f: io.BufferedReader, size: int) -> DumpHeader:
