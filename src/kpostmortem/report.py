@@ -139,6 +139,9 @@ class Report:
     blocked_tasks: dict[str, Any] = field(default_factory=dict)
     log: dict[str, Any] = field(default_factory=dict)
     outcomes: list[Outcome] = field(default_factory=list)
+    known_bugs: list[dict[str, Any]] | None = None
+    """Entries of the known-bugs file that match this crash (verdict/known.py); None when no file
+    was used, so the ``known_bugs`` key is only in reports made with one."""
 
     def __str__(self) -> str:
         """A short summary: the dump, the verdict title, how the analyzers went, the sections."""
@@ -163,10 +166,12 @@ class Report:
         """The JSON contract: ``schema_version`` first, the verdict next, then the sections."""
         stack = dict(self.stack)
         stack["frames"] = [_frame_dict(f) for f in self.frames]
+        known = {} if self.known_bugs is None else {"known_bugs": self.known_bugs}
         return {
             "schema_version": SCHEMA_VERSION,
             "tool": self.tool,
             "verdict": dataclasses.asdict(self.verdict),
+            **known,
             "dump": self.dump,
             "debug_info": self.debug_info,
             "summary": self.summary,

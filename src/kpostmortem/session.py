@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from kpostmortem.context import Context
     from kpostmortem.helpers.fault import FaultExplanation
+    from kpostmortem.verdict.known import KnownBugs
 
 __all__ = [
     "crash_analysis",
@@ -83,15 +84,36 @@ def dump_of_program(prog: drgn.Program, debuginfo: Sequence[str] = ()) -> Dump:
     return Dump(path or "<live kernel>", header, prog, debug, [os.fspath(d) for d in debuginfo])
 
 
-def analysis_of_dump(dump: Dump) -> tuple[Report, Context]:
-    """Run the whole analysis on ``dump`` and remember it on its Program for the helpers below."""
+def analysis_of_dump(dump: Dump, known: KnownBugs | None = None) -> tuple[Report, Context]:
+    """Run the whole analysis on ``dump`` and remember it on its Program for the helpers below.
+
+    :param known: a loaded known-bugs file to match the crash against; None: the default file
+        (``$KPOSTMORTEM_KNOWN_BUGS``, else ``$XDG_CONFIG_HOME/kpostmortem/known-bugs.toml``), if any
+    """
     # Imported here, like kpostmortem.helpers.* below: kpostmortem.helpers re-exports this
     # module, so importing any of them at module level would be an import cycle.
     from kpostmortem.pipeline import analyze_dump
 
-    report, context = analyze_dump(dump, command=None)
+    report, context = analyze_dump(dump, command=None, known=known if known is not None else _default_known_bugs())
     dump.prog.cache[_CACHE_KEY] = _CachedAnalysis(report, context, tuple(dump._debuginfo_dirs))
     return report, context
+
+
+def _default_known_bugs() -> KnownBugs | None:
+    """The default known-bugs file, loaded; a malformed one is a warning here (the session still
+    opens), not an error as in ``kpostmortem analyze``."""
+    import sys
+
+    from kpostmortem.verdict.known import KnownBugsError, find_known_bugs, load_known_bugs
+
+    path = find_known_bugs()
+    if path is None:
+        return None
+    try:
+        return load_known_bugs(path)
+    except KnownBugsError as e:
+        print(f"kpostmortem: warning: known bugs not matched: {e.one_line()}", file=sys.stderr)
+        return None
 
 
 @takes_program_or_default

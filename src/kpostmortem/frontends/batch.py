@@ -195,6 +195,7 @@ def analyze_one(job: Job) -> dict[str, Any]:
             confidence=v["confidence"],
             crash_time=_iso(s.get("crash_time")),
             release=(report.get("dump") or {}).get("release"),
+            version=s.get("version"),  # uname -v: Debian's names the package (known-bug matching)
             # Redacted: every dump's host would read <host-1>, which counts nothing; say nothing.
             host=None if job.redact else s.get("hostname"),
         )
@@ -321,6 +322,11 @@ def summarize(records: Sequence[dict[str, Any]], seconds: float, jobs: int | Non
                 "last_seen": rec.get("crash_time"), "example": rec["path"], "releases": [], "hosts": 0,
                 "_hosts": set(),
             }
+            if "known_bugs" in rec:
+                g["known_bugs"] = []
+        for m in rec.get("known_bugs") or []:
+            if m["id"] not in g["known_bugs"]:
+                g["known_bugs"].append(m["id"])
         g["count"] += 1
         if rec.get("crash_time"):
             g["first_seen"] = min(filter(None, [g["first_seen"], rec["crash_time"]]))
@@ -334,6 +340,12 @@ def summarize(records: Sequence[dict[str, Any]], seconds: float, jobs: int | Non
         g["hosts"] = len(hosts) if hosts else None
     ordered = sorted(groups.values(), key=lambda g: (-g["count"], g["first_seen"] or "", g["signature"]))
     ok = sum(1 for r in records if r["ok"])
+    known = {}
+    if any("known_bugs" in r for r in records):
+        # Matched against a known-bugs file: known signatures first, then the new ones.
+        ordered.sort(key=lambda g: not g.get("known_bugs"))
+        known = {"known_signatures": sum(1 for g in ordered if g.get("known_bugs")),
+                 "new_signatures": sum(1 for g in ordered if not g.get("known_bugs"))}
     return {
         "kind": "summary",
         "dumps": len(records),
@@ -341,6 +353,7 @@ def summarize(records: Sequence[dict[str, Any]], seconds: float, jobs: int | Non
         "confident": sum(1 for r in records if r["ok"] and r["exit_code"] == ExitCode.VERDICT),
         "failed": len(records) - ok,
         "signatures": len(ordered),
+        **known,
         "jobs": jobs,
         "scheduler": scheduler,
         "seconds": round(seconds, 2),
@@ -375,12 +388,23 @@ def text_summary(summary: dict[str, Any]) -> str:
         f"{summary['analysed']} analysed ({summary['confident']} with a confident verdict), "
         f"{summary['failed']} failed, {summary['signatures']} signatures",
     ]
-    if summary["groups"]:
-        out.append(f"  {'count':>5}  {'signature':<12}  {'first seen':<20}  {'last seen':<20}  title")
-    for g in summary["groups"]:
-        out.append(f"  {g['count']:>5}  {g['signature']:<12}  {g['first_seen'] or '?':<20}  "
-                   f"{g['last_seen'] or '?':<20}  {g['title']}")
-        out.append(f"  {'':>5}  {'':<12}  {'':<20}  {'':<20}  e.g. {g['example']}")
+    if "known_signatures" in summary:
+        parts = [("KNOWN", [g for g in summary["groups"] if g.get("known_bugs")]),
+                 ("NEW", [g for g in summary["groups"] if not g.get("known_bugs")])]
+    else:
+        parts = [("", summary["groups"])]
+    for head, groups in parts:
+        if head:
+            out.append(f"{head}  {len(groups)} signature(s)"
+                       + (" matched by the known-bugs file" if head == "KNOWN" else " in no known-bugs entry"))
+        if groups:
+            out.append(f"  {'count':>5}  {'signature':<12}  {'first seen':<20}  {'last seen':<20}  title")
+        for g in groups:
+            out.append(f"  {g['count']:>5}  {g['signature']:<12}  {g['first_seen'] or '?':<20}  "
+                       f"{g['last_seen'] or '?':<20}  {g['title']}")
+            if g.get("known_bugs"):
+                out.append(f"  {'':>5}  {'':<12}  {'':<20}  {'':<20}  known bug {', '.join(g['known_bugs'])}")
+            out.append(f"  {'':>5}  {'':<12}  {'':<20}  {'':<20}  e.g. {g['example']}")
     for f in summary["failures"]:
         example = f['error'] if f['example'] in f['error'] else f"{f['example']}: {f['error']}"
         out.append(f"  {f['count']:>5}  failed with exit {f['exit_code']}, e.g. {example}")

@@ -20,7 +20,7 @@ EXIT_CODES_HELP = """\b
 Exit codes:
   0  a verdict was reached (confidence >= 0.5)
   1  the analysis ran but no confident verdict
-  2  usage error (bad options or arguments)
+  2  usage error (bad options or arguments, a malformed known-bugs file)
   3  the dump cannot be opened or is not a kernel crash dump
   4  debug info missing, unreadable or not matching the dump
   5  internal error in kpostmortem
@@ -109,6 +109,27 @@ def with_debug_options(f):
     return f
 
 
+known_bugs_option = click.option(
+    "--known-bugs", "known_bugs", type=click.Path(dir_okay=False), metavar="FILE",
+    help="Known-bugs TOML file to match crashes against (default: $KPOSTMORTEM_KNOWN_BUGS, else "
+    "$XDG_CONFIG_HOME/kpostmortem/known-bugs.toml when it exists; docs/triage.md).",
+)
+
+
+def _load_known_bugs(option: str | None):
+    """The known-bugs file of ``--known-bugs`` or its defaults, loaded; None when there is none.
+    A file that cannot be read or is malformed ends the run: one line naming the line, exit 2."""
+    from kpostmortem.verdict.known import find_known_bugs, load_known_bugs
+
+    path = find_known_bugs(option)
+    if path is None:
+        return None
+    try:
+        return load_known_bugs(path)
+    except KpmError as e:
+        _fail(e.one_line(), e.exit_code)
+
+
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("vmcore", type=click.Path(readable=False))  # open_dump says why it cannot read it (exit 3)
 @with_debug_options
@@ -135,6 +156,7 @@ def with_debug_options(f):
     help="Fail (exit 4) when no vmlinux with DWARF is found, instead of a degraded analysis "
     "from kallsyms, ORC and the log.",
 )
+@known_bugs_option
 def analyze(
     vmcore: str,
     vmlinux: str | None,
@@ -146,6 +168,7 @@ def analyze(
     redact: bool,
     redact_comm: bool,
     require_debuginfo: bool,
+    known_bugs: str | None,
 ) -> None:
     """Analyse VMCORE and print the verdict and the report.
 
@@ -154,9 +177,12 @@ def analyze(
     """
     if redact_comm and not redact:
         raise click.UsageError("--redact-comm goes with --redact")
+    known = _load_known_bugs(known_bugs)
     log_kind = _text_log_kind(vmcore)
     if log_kind is not None:
         report = _text_log_report(vmcore, log_kind, vmlinux, debuginfo)
+        if known is not None:
+            report.known_bugs = known.match(report.to_dict())
         _emit_report(report, fmt, output, max_bytes, color, redact, redact_comm)
         return
     from kpostmortem.inputs.dump import open_dump, skip_session_plugins
@@ -180,7 +206,7 @@ def analyze(
                 "degraded analysis from kallsyms, ORC and the log (pass --vmlinux FILE for a full one)",
                 err=True,
             )
-        report, _ctx = analyze_dump(dump, ["kpostmortem", *sys.argv[1:]])
+        report, _ctx = analyze_dump(dump, ["kpostmortem", *sys.argv[1:]], known)
     except KpmError as e:
         _fail(e.one_line(), e.exit_code)
         return
@@ -258,7 +284,8 @@ def _emit_report(report, fmt: str, output: str | None, max_bytes: int | None, co
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("vmcore", type=click.Path())
 @with_debug_options
-def shell(vmcore: str, vmlinux: str | None, debuginfo: tuple[str, ...]) -> None:
+@known_bugs_option
+def shell(vmcore: str, vmlinux: str | None, debuginfo: tuple[str, ...], known_bugs: str | None) -> None:
     """Open VMCORE in drgn's interactive session, with the analysis in scope.
 
     Debug info is found as for `analyze`. In the session: report, verdict, fault, panic_trace,
@@ -267,8 +294,9 @@ def shell(vmcore: str, vmlinux: str | None, debuginfo: tuple[str, ...]) -> None:
     """
     from kpostmortem.frontends.shell import open_session, run_shell
 
+    known = _load_known_bugs(known_bugs)
     try:
-        session = open_session(vmcore, vmlinux, debuginfo, progress=_progress(sys.stderr.isatty()))
+        session = open_session(vmcore, vmlinux, debuginfo, progress=_progress(sys.stderr.isatty()), known=known)
     except KpmError as e:
         _fail(e.one_line(), e.exit_code)
         return
@@ -289,9 +317,12 @@ groups the dumps by signature (count, first/last seen, an example each).
 Debug info per dump: meta.json (or VMCORE.meta.json) beside the dump with keys
 vmlinux and debuginfo, else --vmlinux/--debuginfo, else auto-discovery.
 \b
+Known bugs (--known-bugs, or the defaults of `analyze`): each dump line gets "known_bugs",
+and the summary splits the signatures into known and new ones.
+\b
 Exit code: the worst of the dumps' own codes (0 verdict, 1 no confident verdict,
 3 dump error, 4 debug-info error, 5 internal); 2 for a usage error (no dump found,
-Dask not installed, scheduler unreachable).
+Dask not installed, scheduler unreachable, malformed known-bugs file).
 """
 
 
@@ -315,6 +346,7 @@ Dask not installed, scheduler unreachable).
 )
 @click.option("--redact", is_flag=True, help="Redact each report (host names, addresses, secrets) before use.")
 @click.option("--redact-comm", is_flag=True, help="With --redact, also redact the names of user processes.")
+@known_bugs_option
 def batch(
     paths: tuple[str, ...],
     vmlinux: str | None,
@@ -325,6 +357,7 @@ def batch(
     scheduler: str | None,
     redact: bool,
     redact_comm: bool,
+    known_bugs: str | None,
 ) -> None:
     """Analyse many dumps and text logs (DIR searched recursively, or FILES) in parallel and group
     them by signature: a crash seen as a dump and as a log shares its signature."""
@@ -337,6 +370,7 @@ def batch(
 
     if redact_comm and not redact:
         raise click.UsageError("--redact-comm goes with --redact")
+    known = _load_known_bugs(known_bugs)
     found = find_dumps(paths, vmlinux, debuginfo, redact=redact, redact_comm=redact_comm, logs=logs)
     if not found:
         _fail(f"no crash dump found in {' '.join(paths)}", ExitCode.USAGE)
@@ -348,6 +382,8 @@ def batch(
     def emit(rec: dict) -> None:
         nonlocal done
         done += 1
+        if known is not None and rec.get("ok"):
+            rec["known_bugs"] = known.match(rec)
         click.echo(json.dumps(rec) if fmt == "json" else text_line(rec))
         if progress:
             click.echo(f"… {done}/{total}", err=True)
@@ -362,6 +398,192 @@ def batch(
         return
     click.echo(json.dumps(summary) if fmt == "json" else text_summary(summary))
     sys.exit(batch_exit_code(records))
+
+
+KNOWN_EXIT_HELP = """\b
+Exit codes:
+  0  done
+  2  usage error: bad options, not a JSON report, a malformed known-bugs file
+     (one line: FILE:LINE: what), a duplicate id
+"""
+
+
+@main.group(epilog=KNOWN_EXIT_HELP)
+def known() -> None:
+    """The known-bugs file: entries that analyze, batch and the shell match crashes against.
+
+    \b
+    Which file: --known-bugs FILE, else $KPOSTMORTEM_KNOWN_BUGS, else
+    $XDG_CONFIG_HOME/kpostmortem/known-bugs.toml (~/.config when unset). Format: docs/triage.md.
+    """
+
+
+def _read_report(path: str) -> dict:
+    """A report written by ``analyze --format json``; a usage error (exit 2) otherwise."""
+    import json
+
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read().decode("utf-8"))
+    except OSError as e:
+        _fail(f"{path}: cannot read: {e.strerror or e}", ExitCode.USAGE)
+    except (UnicodeDecodeError, ValueError) as e:
+        _fail(f"{path}: not a kpostmortem JSON report ({e})", ExitCode.USAGE)
+    if not isinstance(data, dict) or not isinstance(data.get("verdict"), dict):
+        _fail(f"{path}: not a kpostmortem JSON report (no verdict; write one with analyze --format json)",
+              ExitCode.USAGE)
+    return data
+
+
+@known.command("add", epilog=KNOWN_EXIT_HELP)
+@click.argument("report_json", metavar="REPORT.json", type=click.Path(dir_okay=False))
+@click.option("--id", "bug_id", required=True, help="The bug's id in your tracker (e.g. NET-1234); unique in the file.")
+@click.option("--url", help="Link to the bug.")
+@click.option("--note", help="What the bug is, in words (default: the verdict's title).")
+@click.option("--fixed-in", metavar="VERSION", help="Kernel release or package version that fixes it.")
+@click.option("--workaround", help="What to do until the fix is deployed.")
+@click.option(
+    "--by", type=click.Choice(["signature", "function"]), default="signature", show_default=True,
+    help="signature: the rule matches this crash's signature (its category, function and module are "
+    "written out to read); function: category + function + module only, which also matches the bug "
+    "on other kernels and call paths.",
+)
+@click.option("--known-bugs", "known_bugs", type=click.Path(dir_okay=False), metavar="FILE",
+              help="The file to append to (created if missing); default: $KPOSTMORTEM_KNOWN_BUGS, else "
+              "$XDG_CONFIG_HOME/kpostmortem/known-bugs.toml.")
+@click.option("--print", "print_only", is_flag=True, help="Print the entry instead of appending it.")
+def known_add(report_json: str, bug_id: str, url: str | None, note: str | None, fixed_in: str | None,
+              workaround: str | None, by: str, known_bugs: str | None, print_only: bool) -> None:
+    """Write a known-bugs entry for the crash of REPORT.json (from `analyze --format json`).
+
+    The entry is appended to the file; the user's other entries are left as they are. The file
+    with the new entry is validated first: nothing is written when it would be malformed (a
+    duplicate id, a bad --fixed-in), and the error names the line.
+    """
+    from kpostmortem.verdict.known import append_entry, default_path, entry_text, find_known_bugs
+
+    report = _read_report(report_json)
+    try:
+        entry = entry_text(report, bug_id, url, note, fixed_in, workaround, by)
+        if print_only:
+            click.echo(entry.lstrip("\n"), nl=False)
+            return
+        path = find_known_bugs(known_bugs) or default_path()
+        loaded = append_entry(path, entry)
+    except KpmError as e:
+        _fail(e.one_line(), e.exit_code)
+        return
+    click.echo(f"{path}: added {bug_id} ({len(loaded)} entries)", err=True)
+
+
+@known.command("check", epilog=KNOWN_EXIT_HELP)
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+def known_check(file: str | None) -> None:
+    """Validate a known-bugs FILE (default: $KPOSTMORTEM_KNOWN_BUGS, else
+    $XDG_CONFIG_HOME/kpostmortem/known-bugs.toml): exit 0 and a count, or one line naming the bad
+    line, exit 2."""
+    from kpostmortem.verdict.known import find_known_bugs
+
+    path = find_known_bugs(file)
+    if path is None:
+        _fail("no known-bugs file: give FILE, set $KPOSTMORTEM_KNOWN_BUGS or create "
+              "$XDG_CONFIG_HOME/kpostmortem/known-bugs.toml", ExitCode.USAGE)
+        return
+    loaded = _load_known_bugs(path)
+    click.echo(f"{path}: {len(loaded)} entries, all valid")
+
+
+DIFF_HELP = """\b
+A and B: crash dumps (debug info from a meta.json beside the dump, else --vmlinux/--debuginfo,
+else auto-discovery), kernel text logs (console, journal, pstore, kdump's dmesg: docs/logs.md),
+or JSON reports written by `analyze --format json`.
+\b
+Exit codes: 0 the comparison was printed (same bug or not: see "same_bug" in --format json),
+1 a text log holds no crash report, 2 usage error (an input is neither a dump, a log nor a report,
+a malformed known-bugs file), 3 a dump cannot be opened, 4 debug info missing or not matching,
+5 internal error.
+"""
+
+
+def _looks_like_json(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4096).lstrip().startswith(b"{")
+    except OSError:
+        return False
+
+
+def _diff_side(path: str, vmlinux: str | None, debuginfo: tuple[str, ...], known) -> dict:
+    """The report of one side of ``diff``: a JSON report as it is, a text log's, or a dump's."""
+    import os
+
+    from kpostmortem.frontends.batch import is_dump_file, read_sidecar
+
+    if not os.path.exists(path):
+        _fail(f"{path}: no such file", ExitCode.USAGE)
+    dump = is_dump_file(path)
+    log_kind = None if dump or _looks_like_json(path) else _text_log_kind(path)
+    if log_kind is not None:
+        report = _text_log_report(path, log_kind, vmlinux, debuginfo)
+        if known is not None:
+            report.known_bugs = known.match(report.to_dict())
+        return report.to_dict()
+    if not dump:
+        report = _read_report(path)
+        if known is not None:
+            report["known_bugs"] = known.match(report)
+        return report
+    from kpostmortem.pipeline import analyze
+
+    side = read_sidecar(path)
+    if side is not None and vmlinux is None:
+        vmlinux, debuginfo = side["vmlinux"], side["debuginfo"] + tuple(debuginfo)
+    try:
+        return analyze(path, vmlinux, debuginfo, command=None, known=known).to_dict()
+    except KpmError as e:
+        _fail(f"{path}: {e.one_line()}", e.exit_code)
+    except Exception as e:  # noqa: BLE001 - never a traceback for the user
+        _fail(f"internal error: {type(e).__name__}: {e} (please report with the command line)", ExitCode.INTERNAL)
+
+
+@main.command(epilog=DIFF_HELP)
+@click.argument("a", type=click.Path())
+@click.argument("b", type=click.Path())
+@click.option("--vmlinux", "vmlinux", multiple=True, type=click.Path(dir_okay=False),
+              help="vmlinux with DWARF; give it twice for two kernels (the first for A, the second for B).")
+@click.option("--debuginfo", "debuginfo", multiple=True, type=click.Path(),
+              help="Directory of debug files, for both dumps; repeatable.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write here instead of stdout.")
+@known_bugs_option
+def diff(a: str, b: str, vmlinux: tuple[str, ...], debuginfo: tuple[str, ...], fmt: str, output: str | None,
+         known_bugs: str | None) -> None:
+    """What changed between two crashes A and B: kernel and build ID, command line, taints and
+    their modules, loaded modules, panic sysctls, verdicts and signatures, and the crashed stacks
+    side by side, aligned by function."""
+    if len(vmlinux) > 2:
+        raise click.UsageError("--vmlinux at most twice (for A, then B)")
+    from kpostmortem.inputs.dump import skip_session_plugins
+
+    skip_session_plugins()
+    logging.getLogger("drgn").setLevel(logging.CRITICAL)
+    known = _load_known_bugs(known_bugs)
+    va = vmlinux[0] if vmlinux else None
+    vb = vmlinux[-1] if vmlinux else None
+    ra = _diff_side(a, va, debuginfo, known)
+    rb = _diff_side(b, vb, debuginfo, known)
+    from kpostmortem.render.diff import render_diff
+    from kpostmortem.verdict.diff import diff_reports
+
+    text = render_diff(printable(diff_reports(ra, rb, (a, b))), fmt)
+    if output:
+        try:
+            with open(output, "w") as f:
+                f.write(text)
+        except OSError as e:
+            _fail(f"{output}: cannot write: {e.strerror or e}", ExitCode.USAGE)
+    else:
+        click.echo(text, nl=False)
 
 
 @main.command()

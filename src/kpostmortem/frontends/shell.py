@@ -10,7 +10,7 @@ import dataclasses
 import inspect
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import drgn
 
@@ -18,6 +18,9 @@ from kpostmortem import __version__
 from kpostmortem.context import Context
 from kpostmortem.inputs.dump import Dump, open_dump
 from kpostmortem.report import Report
+
+if TYPE_CHECKING:
+    from kpostmortem.verdict.known import KnownBugs
 
 __all__ = ["Session", "open_session", "session_banner", "session_globals", "run_shell"]
 
@@ -45,6 +48,7 @@ def open_session(
     vmlinux: str | None = None,
     debuginfo: Sequence[str] = (),
     progress: Callable[[str], None] | None = None,
+    known: KnownBugs | None = None,
 ) -> Session:
     """Open and analyse ``path`` as ``kpostmortem analyze`` does.
 
@@ -55,7 +59,7 @@ def open_session(
     dump = open_dump(path, vmlinux, debuginfo, progress=progress)
     if progress:
         progress("analysing")
-    report, context = analysis_of_dump(dump)
+    report, context = analysis_of_dump(dump, known)
     return Session(dump, report, context)
 
 
@@ -122,6 +126,7 @@ def session_banner(session: Session, drgn_banner: str) -> str:
         f"{d.get('arch') or ''}) · drgn {drgn.__version__}",
         f"VERDICT  {v.title}",
         f"         {v.category} · confidence {v.confidence} · {where}",
+        *(f"         {m['message']}" for m in session.report.known_bugs or []),
         "In scope: " + ", ".join(name for name, _ in VARIABLES) + ", drgn's and kpostmortem's helpers.",
         "Help: kpm_help(); commands: %kpm, %kpm_verdict, %kpm_fault, %kpm_stack (each with --help).",
         drgn_banner,

@@ -13,7 +13,7 @@ from typing import Any
 
 from kpostmortem.render.common import frame_lines, hexa, insn_lines, size_text
 from kpostmortem.render.hang import hang_heading, hang_lines
-from kpostmortem.render.text import stack_check_lines
+from kpostmortem.render.text import known_bug_lines, stack_check_lines
 
 TRACE_LINES = 24
 """Frames shown in the ticket's trace (after collapsing recursion)."""
@@ -83,6 +83,10 @@ def _verdict(report: dict[str, Any]) -> list[str]:
     out.append(where)
     if v.get("explanation"):
         out += ["", v["explanation"]]
+    known = known_bug_lines(report)
+    if known:
+        out.append("")
+        out += [f"  {line.strip()}" if line.startswith("  ") else f"- **{line}**" for line in known]
     red = report.get("redaction")
     if red:
         kinds = red.get("kinds") or {}

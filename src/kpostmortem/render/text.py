@@ -57,6 +57,11 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
     if cul:
         words = ", ".join(cul.get("taint_names") or []) or "no taint flags"
         out.append(f"         culprit module {cul['name']}: {words}")
+    for line in known_bug_lines(report):
+        indent = " " * (11 if line.startswith("  ") else 9)
+        wrapped = textwrap.wrap(line.strip(), WIDTH, initial_indent=indent, subsequent_indent=indent,
+                                break_on_hyphens=False)
+        out.extend(c(_YELLOW, w) if line.startswith("matches ") else w for w in wrapped)
     out.append("")
     out.append(c(_BOLD, "EVIDENCE"))
     for e in v.get("evidence", []):
@@ -184,6 +189,24 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
         out.append("      an interactive drgn session with report, verdict, fault, panic_trace in scope")
     out.append("  --format markdown --redact        for a ticket, with host names and secrets removed")
     return "\n".join(out) + "\n"
+
+
+def known_bug_lines(report: dict[str, Any]) -> list[str]:
+    """The known-bugs part of the verdict: one line per matching entry (its message), its
+    workaround and link indented under it; one line saying none matched when a file was used
+    (no ``known_bugs`` key: no file, no lines). The Markdown renderer shows the same lines."""
+    if "known_bugs" not in report:
+        return []
+    matches = report.get("known_bugs") or []
+    if not matches:
+        return ["no entry of the known-bugs file matches this crash: a new one"]
+    out = []
+    for m in matches:
+        out.append(m["message"])
+        more = [f"workaround: {m['workaround']}" if m.get("workaround") else "", m.get("url") or ""]
+        if any(more):
+            out.append("  " + " · ".join(x for x in more if x))
+    return out
 
 
 def _hex_or_q(value: int | str | None) -> str:
