@@ -250,3 +250,13 @@ def test_shell_banner_names_the_known_bug():
     banner = session_banner(Session(None, rep, None), "drgn's banner")
     assert "         known bug NET-1234: reset op missing on rev B boards (fixed in 6.1.0-60; " in banner
     assert "known bug" not in session_banner(Session(None, Report(), None), "drgn's banner")
+
+
+def test_batch_text_line_says_known_or_new():
+    from kpostmortem.frontends.batch import text_line
+
+    rec = {"ok": True, "exit_code": 0, "signature": "a" * 12, "title": "t", "seconds": 1.0, "path": "/d/1"}
+    assert "[" not in text_line(rec)
+    assert "  [new]  " in text_line({**rec, "known_bugs": []})
+    assert "  [known bug NET-1, NET-2 REGRESSION]  " in text_line(
+        {**rec, "known_bugs": [{"id": "NET-1", "status": "known"}, {"id": "NET-2", "status": "regression"}]})

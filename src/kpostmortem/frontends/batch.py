@@ -374,7 +374,11 @@ def text_line(rec: dict[str, Any]) -> str:
     """One dump as one readable line."""
     if rec["ok"]:
         mark = "✔" if rec["exit_code"] == ExitCode.VERDICT else "?"
-        return f"{mark} {rec['signature']}  {rec['title']}  ({rec['seconds']:.1f} s)  {rec['path']}"
+        known = ""
+        if "known_bugs" in rec:  # matched against a known-bugs file
+            ids = [m["id"] + (" REGRESSION" if m.get("status") == "regression" else "") for m in rec["known_bugs"]]
+            known = f"  [known bug {', '.join(ids)}]" if ids else "  [new]"
+        return f"{mark} {rec['signature']}  {rec['title']}{known}  ({rec['seconds']:.1f} s)  {rec['path']}"
     return f"✘ exit {rec['exit_code']}  {rec['error']}  {rec['path']}"
 
 
