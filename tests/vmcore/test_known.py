@@ -184,3 +184,21 @@ def test_analyze_a_log_matches_known_bugs(tmp_path):
     run = _cli("analyze", str(dump_dir("null-write-2") / "console.log"), "--known-bugs", str(kb), "--format", "json")
     assert run.returncode == 0, run.stderr
     assert [m["id"] for m in json.loads(run.stdout)["known_bugs"]] == ["CRASH-1"]
+
+
+def test_drgn_session_matches_the_default_file(tmp_path, monkeypatch, capsys):
+    from kpostmortem.session import crash_analysis
+
+    from .corpus import open_program
+
+    kb = tmp_path / "known-bugs.toml"
+    kb.write_text(entry_text(report_of("null-write"), "CRASH-1"))
+    monkeypatch.setenv("KPOSTMORTEM_KNOWN_BUGS", str(kb))
+    prog = open_program("null-write")
+    report, _ctx = crash_analysis(prog)
+    assert [m["id"] for m in report.known_bugs] == ["CRASH-1"]
+    # A malformed default file is a warning in a session, and the analysis still runs.
+    kb.write_text("[[bug]]\nid = \"X\"\n")
+    report, _ctx = crash_analysis(prog, refresh=True)
+    assert report.known_bugs is None and report.verdict.signature
+    assert f"warning: known bugs not matched: {kb}:1: bug 'X': a [bug.match] table" in capsys.readouterr().err
