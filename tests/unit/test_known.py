@@ -260,3 +260,37 @@ def test_batch_text_line_says_known_or_new():
     assert "  [new]  " in text_line({**rec, "known_bugs": []})
     assert "  [known bug NET-1, NET-2 REGRESSION]  " in text_line(
         {**rec, "known_bugs": [{"id": "NET-1", "status": "known"}, {"id": "NET-2", "status": "regression"}]})
+
+
+def test_known_add_with_a_kernel_range(tmp_path):
+    import json
+
+    rep = tmp_path / "r.json"
+    rep.write_text(json.dumps(report()))
+    kb = tmp_path / "kb.toml"
+    ok = CliRunner().invoke(main, ["known", "add", str(rep), "--id", "K-1", "--by", "function",
+                                   "--kernel", ">=6.1, <6.13", "--known-bugs", str(kb)])
+    assert ok.exit_code == 0, ok.output
+    rule = parse_known_bugs(kb.read_text()).bugs[0].match
+    assert rule.kernel.text == ">=6.1, <6.13" and rule.signature is None
+    before = kb.read_text()
+    bad = CliRunner().invoke(main, ["known", "add", str(rep), "--id", "K-2", "--kernel", ">=6.1,, <7",
+                                    "--known-bugs", str(kb)])
+    assert bad.exit_code == 2 and "match.kernel: empty constraint" in bad.output
+    assert kb.read_text() == before
+    printed = CliRunner().invoke(main, ["known", "add", str(rep), "--id", "K-3", "--kernel", "<<6", "--print"])
+    assert printed.exit_code == 2 and "<entry>:" in printed.output
+
+
+def test_the_examples_in_docs_triage_are_valid():
+    """docs/triage.md's file example and `known add` output parse, and match what they say."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "triage.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", doc, re.S)
+    assert len(blocks) == 2
+    example = parse_known_bugs(blocks[0], "docs/triage.md")
+    assert [b.id for b in example.bugs] == ["NET-1234"] and example.version_scheme == "deb"
+    added = parse_known_bugs(blocks[1], "docs/triage.md")
+    assert added.bugs[0].match.signature == "cee66fe7ef52"

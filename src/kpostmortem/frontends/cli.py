@@ -442,6 +442,7 @@ def _read_report(path: str) -> dict:
 @click.option("--note", help="What the bug is, in words (default: the verdict's title).")
 @click.option("--fixed-in", metavar="VERSION", help="Kernel release or package version that fixes it.")
 @click.option("--workaround", help="What to do until the fix is deployed.")
+@click.option("--kernel", metavar="RANGE", help='Also require a kernel release range, e.g. ">=6.1, <6.13".')
 @click.option(
     "--by", type=click.Choice(["signature", "function"]), default="signature", show_default=True,
     help="signature: the rule matches this crash's signature (its category, function and module are "
@@ -453,19 +454,21 @@ def _read_report(path: str) -> dict:
               "$XDG_CONFIG_HOME/kpostmortem/known-bugs.toml.")
 @click.option("--print", "print_only", is_flag=True, help="Print the entry instead of appending it.")
 def known_add(report_json: str, bug_id: str, url: str | None, note: str | None, fixed_in: str | None,
-              workaround: str | None, by: str, known_bugs: str | None, print_only: bool) -> None:
+              workaround: str | None, kernel: str | None, by: str, known_bugs: str | None,
+              print_only: bool) -> None:
     """Write a known-bugs entry for the crash of REPORT.json (from `analyze --format json`).
 
     The entry is appended to the file; the user's other entries are left as they are. The file
     with the new entry is validated first: nothing is written when it would be malformed (a
-    duplicate id, a bad --fixed-in), and the error names the line.
+    duplicate id, a bad --fixed-in or --kernel), and the error names the line.
     """
-    from kpostmortem.verdict.known import append_entry, default_path, entry_text, find_known_bugs
+    from kpostmortem.verdict.known import append_entry, default_path, entry_text, find_known_bugs, parse_known_bugs
 
     report = _read_report(report_json)
     try:
-        entry = entry_text(report, bug_id, url, note, fixed_in, workaround, by)
+        entry = entry_text(report, bug_id, url, note, fixed_in, workaround, by, kernel)
         if print_only:
+            parse_known_bugs(entry, "<entry>")  # a bad --fixed-in or --kernel fails here too
             click.echo(entry.lstrip("\n"), nl=False)
             return
         path = find_known_bugs(known_bugs) or default_path()

@@ -439,13 +439,15 @@ def _comment(s: str) -> str:
 
 
 def entry_text(report: Mapping[str, Any], bug_id: str, url: str | None = None, note: str | None = None,
-               fixed_in: str | None = None, workaround: str | None = None, by: str = "signature") -> str:
+               fixed_in: str | None = None, workaround: str | None = None, by: str = "signature",
+               kernel: str | None = None) -> str:
     """A ``[[bug]]`` entry for the crash of ``report`` (a report dict), as TOML text.
 
     ``by="signature"``: the rule is the verdict's signature, with its category, function and module
     written out too so that a person can read it (they agree with the signature, so the rule matches
     exactly the dumps the signature does). ``by="function"``: category, function and module only,
-    a rule that also holds on other kernels and call paths.
+    a rule that also holds on other kernels and call paths. ``kernel``: a release range added to
+    the rule (``>=6.1, <6.13``).
     """
     v = report.get("verdict") or {}
     if not v.get("signature"):
@@ -471,6 +473,8 @@ def entry_text(report: Mapping[str, Any], bug_id: str, url: str | None = None, n
     for key in ("category", "function", "module"):
         if v.get(key):
             lines.append(f"{key} = {_toml_str(v[key])}")
+    if kernel:
+        lines.append(f"kernel = {_toml_str(kernel)}")
     if by == "function" and not v.get("function"):
         raise KnownBugsError("the report's verdict names no function to write a rule from")
     return "\n".join(lines) + "\n"
