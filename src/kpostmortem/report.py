@@ -39,6 +39,9 @@ class Frame:
     """True when this frame's registers come from an exception or interrupt (pt_regs)."""
     segment: str | None = None
     """Stack kind the frame runs on: TASK, IRQ, SOFTIRQ, NMI, EXCEPTION, UNKNOWN."""
+    event: dict[str, Any] | None = None
+    """For a pt_regs frame: what happened to the CPU there (decode/cpuevent.CpuEvent.to_dict():
+    kind "exception"/"interrupt"/"nmi", vector, name, source, instruction_words, frame_words)."""
 
     @property
     def symbol(self) -> str:
@@ -59,6 +62,12 @@ class Evidence:
     """Where it was read (log line, pt_regs, DWARF…)."""
     agrees: bool = True
     """False for a fact that weakens or contradicts the verdict."""
+    facts: list[dict[str, Any]] = field(default_factory=list)
+    """What the sentence rests on, in machine form, each re-checkable against the dump (see
+    docs/verdicts.md "Evidence facts"): {"type": "register", "frame", "register", "value"},
+    {"type": "memory", "address", "size", "value"}, {"type": "instruction", "address", "bytes",
+    "text"}, {"type": "log", "line", "text"}, {"type": "variable", "frame", "name", "value"},
+    {"type": "frame", "index", "function"}, {"type": "module", "name", "taints"}…"""
 
 
 @dataclass
@@ -134,6 +143,9 @@ class Report:
     stack: dict[str, Any] = field(default_factory=dict)
     frames: list[Frame] = field(default_factory=list)
     fault: dict[str, Any] = field(default_factory=dict)
+    interrupted: dict[str, Any] = field(default_factory=dict)
+    """When an interrupt or NMI stopped the crashed CPU: the interrupted instruction and the loop
+    around it (analyzers/interrupted.py); empty otherwise."""
     stack_checks: dict[str, Any] = field(default_factory=dict)
     modules: dict[str, Any] = field(default_factory=dict)
     blocked_tasks: dict[str, Any] = field(default_factory=dict)
@@ -177,6 +189,7 @@ class Report:
             "summary": self.summary,
             "crashed_task": self.crashed_task,
             "fault": self.fault,
+            "interrupted": self.interrupted,
             "stack": stack,
             "stack_checks": self.stack_checks,
             "modules": self.modules,
@@ -188,5 +201,7 @@ class Report:
 
 def _frame_dict(frame: Frame) -> dict[str, Any]:
     d = dataclasses.asdict(frame)
+    if d["event"] is None:
+        del d["event"]  # only pt_regs frames carry one
     d["symbol"] = frame.symbol
     return d

@@ -186,10 +186,11 @@ def fault_explanation(prog: drgn.Program) -> FaultExplanation | None:
 def format_fault_explanation(ex: FaultExplanation) -> str:
     """The fault explanation as text: the instruction window, then what it did, in words."""
     d = ex.to_dict()
-    lines = [f"faulting instruction in {ex.function or '?'} ({ex.source or 'source unknown'})"]
+    words = (ex.cpu_event or {}).get("instruction_words") or "faulting instruction"
+    lines = [f"{words} in {ex.function or '?'} ({ex.source or 'source unknown'})"]
     lines.extend(insn_lines(d))
     if ex.trapping_instruction:
-        lines.append(f"  trapping instruction: {ex.trapping_instruction}")
+        lines.append(f"  {words}: {ex.trapping_instruction}")
     if ex.operand:
         lines.append(f"  {ex.access or 'access'} of {ex.operand}")
     regs = [r for r in (ex.base_register, ex.index_register) if r]

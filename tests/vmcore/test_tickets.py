@@ -41,11 +41,17 @@ def _bugs() -> dict[str, list[str]]:
     (secrets), or the kernel series (the -612 scenarios run the same crashpoc source on 6.12;
     the frames that make the signature are named alike). two-oopses dies in an explicit panic,
     but its verdict is its FIRST oops, the null read: the bug of null-read. Damaged dumps are
-    left out (their trace is the point of their scenario, not their signature).
+    left out (their trace is the point of their scenario, not their signature). One trigger
+    caught by another detector is another report: rcu-stall is soft-lockup's spin seen by the RCU
+    stall check, category rcu-stall (the category is part of the signature), so the expected
+    category is part of the key when it is not the trigger's first.
     """
     bugs: dict[str, list[str]] = defaultdict(list)
+    first: dict[str, str] = {}
     for sc in SCENARIOS:
-        bugs[sc["trigger"]].append(sc["name"])
+        category = first.setdefault(sc["trigger"], sc["expect"]["category"])
+        key = sc["trigger"] if sc["expect"]["category"] == category else f"{sc['trigger']}/{sc['expect']['category']}"
+        bugs[key].append(sc["name"])
     return dict(bugs)
 
 

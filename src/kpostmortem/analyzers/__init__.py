@@ -11,7 +11,18 @@ __all__ = ["Analyzer", "Skip", "run_analyzers", "ANALYZERS"]
 
 
 def _registry() -> list[Analyzer]:
-    from kpostmortem.analyzers import blocked, crashinfo, degraded, fault, logs, modules, stackcheck, stacktrace, task
+    from kpostmortem.analyzers import (
+        blocked,
+        crashinfo,
+        degraded,
+        fault,
+        interrupted,
+        logs,
+        modules,
+        stackcheck,
+        stacktrace,
+        task,
+    )
 
     # needs_dwarf: they walk task_struct/module/runqueues, which degraded mode cannot type;
     # "degraded" stands in for task, summary and modules from the notes, log and raw lists.
@@ -22,6 +33,7 @@ def _registry() -> list[Analyzer]:
         Analyzer("summary", crashinfo.run, needs_dwarf=True),
         Analyzer("degraded", degraded.run, only_degraded=True),
         Analyzer("fault", fault.run),
+        Analyzer("interrupted", interrupted.run),
         Analyzer("modules", modules.run, needs_dwarf=True),
         Analyzer("stack-checks", stackcheck.run, needs_dwarf=True),
         Analyzer("blocked-tasks", blocked.run, needs_dwarf=True),

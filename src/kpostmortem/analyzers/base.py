@@ -42,6 +42,7 @@ _READS = {
     "log": "the kernel log buffer",
     "summary": "kernel state (uts, sysctls, taints)",
     "fault": "the faulting code",
+    "interrupted": "the interrupted code",
 }
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from kpostmortem.analyzers.base import Skip
 from kpostmortem.context import Context
+from kpostmortem.decode.cpuevent import event_of_record
 from kpostmortem.decode.oopslog import OopsRecord
-from kpostmortem.helpers.fault import explain_fault, explain_fault_at
+from kpostmortem.helpers.fault import exception_frame_index, explain_fault, explain_fault_at
 from kpostmortem.report import Report
 
 FAULT_KINDS = ("null-deref", "page-fault", "gpf", "bug", "invalid-opcode", "divide-error",
@@ -48,6 +49,8 @@ def _explain_from_log(ctx: Context, rec: OopsRecord, report: Report) -> None:
     ex.problems.append(f"explained from the log: oops #{rec.oops_number or 1} in pid {rec.pid}, whose task "
                        "has exited; registers from its register dump, code from the dump")
     ex.from_log = True
+    event = event_of_record(rec.kind)
+    ex.cpu_event = event.to_dict() if event is not None else None
     report.fault = ex.to_dict()
 
 
@@ -66,7 +69,15 @@ def run(ctx: Context, report: Report) -> None:
                 fault_address, error_code = rec.fault_address, rec.error_code
                 source = "oops message (CR2)"
                 break
-    ex = explain_fault(ctx.prog, ctx.trace, fault_address, source, error_code)
+    idx = exception_frame_index(ctx.trace)
+    if idx is None:
+        raise Skip("no exception frame on the crashed stack (the crash was a panic() call)")
+    event = report.frames[idx].event if idx < len(report.frames) else None
+    if event and event.get("kind") != "exception":
+        # An interrupt or NMI stopped the CPU there: nothing faulted. The interrupted-CPU
+        # analyzer shows that instruction and the loop around it.
+        return
+    ex = explain_fault(ctx.prog, ctx.trace, fault_address, source, error_code, event=event)
     if ex is None:
         raise Skip("no exception frame on the crashed stack (the crash was a panic() call)")
     report.fault = ex.to_dict()

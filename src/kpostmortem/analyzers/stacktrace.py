@@ -1,10 +1,45 @@
-"""Stack analyzer: the crashed task's trace as data, through exception and interrupt frames."""
+"""Stack analyzer: the crashed task's trace as data, through exception and interrupt frames.
+
+Each pt_regs frame is labelled with what happened to the CPU there (decode/cpuevent.py): the
+entry stub unwound just above it names the exception vector or the interrupt; the top frame
+of an oops, whose stub is not on the unwound stack, takes it from the crash record in the log.
+"""
 
 from __future__ import annotations
 
 from kpostmortem.context import Context
+from kpostmortem.decode.cpuevent import CpuEvent, event_of_entry, event_of_record
 from kpostmortem.helpers.trace import frame_from_drgn
 from kpostmortem.report import Frame, Report
+
+
+def _record_event(ctx: Context, pid: int | None) -> CpuEvent | None:
+    """The event the log's first crash record of this task (or of no named task) implies."""
+    try:
+        records = ctx.log.records
+    except Exception:  # noqa: BLE001 - no log: the stubs on the stack still label the frames
+        return None
+    for rec in records:
+        event = event_of_record(rec.kind)
+        if event is not None and (rec.pid is None or pid is None or rec.pid == pid):
+            return event
+    return None
+
+
+def label_events(frames: list[Frame], record_event: CpuEvent | None) -> None:
+    """Set ``event`` on each pt_regs frame: from the entry stub above it, else (the top one
+    only) from the crash record."""
+    first = True
+    for i, f in enumerate(frames):
+        if not f.interrupted or f.inline:
+            continue
+        above = next((g for g in reversed(frames[:i]) if not g.inline), None)
+        event = event_of_entry(above.function) if above is not None else None
+        if event is None and first and record_event is not None and above is None:
+            event = record_event
+        if event is not None:
+            f.event = event.to_dict()
+        first = False
 
 
 def run(ctx: Context, report: Report) -> None:
@@ -16,5 +51,10 @@ def run(ctx: Context, report: Report) -> None:
         for frame in seg.frames:
             frames.append(frame_from_drgn(ctx.prog, len(frames), frame, seg.kind.name))
         segments.append({"kind": seg.kind.name, "first": start, "last": len(frames) - 1})
+    try:
+        pid = ctx.crashed_thread.tid
+    except Exception:  # noqa: BLE001 - degraded or unreadable: match any record
+        pid = None
+    label_events(frames, _record_event(ctx, pid))
     report.frames = frames
     report.stack = {"segments": segments, "depth": len(frames)}

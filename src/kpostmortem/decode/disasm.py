@@ -85,6 +85,11 @@ class Instruction:
     """A return instruction."""
     mems: tuple[MemOperand, ...] = ()
     """Every memory operand, explicit ones first (``movs`` has two), then the stack slot."""
+    writes: tuple[str, ...] = ()
+    """General-purpose registers it writes, explicit or implicit, as 64-bit family names
+    (``cdq`` writes rdx, ``pop rbx`` rbx and rsp); not what a call's callee clobbers."""
+    reads: tuple[str, ...] = ()
+    """General-purpose registers it reads (operands, address registers, implicit ones)."""
 
     @property
     def next_address(self) -> int:
@@ -168,6 +173,7 @@ def _convert(insn: capstone.CsInsn) -> Instruction:
     slot = _stack_slot(base_mnemonic)
     if slot is not None:
         mems.append(slot)
+    reads, writes = _gpr_access(insn)
     return Instruction(
         address=insn.address,
         size=insn.size,
@@ -179,7 +185,33 @@ def _convert(insn: capstone.CsInsn) -> Instruction:
         is_call=insn.group(capstone.CS_GRP_CALL),
         is_ret=insn.group(capstone.CS_GRP_RET) or insn.group(capstone.CS_GRP_IRET),
         mems=tuple(mems),
+        writes=writes,
+        reads=reads,
     )
+
+
+def _gpr_access(insn: capstone.CsInsn) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(read, written) general-purpose registers of an instruction, as family names."""
+    import capstone
+
+    try:
+        read_ids, write_ids = insn.regs_access()
+    except capstone.CsError:
+        return (), ()
+    families = _families()
+
+    def names(ids: list[int]) -> tuple[str, ...]:
+        out: list[str] = []
+        for i in ids:
+            fam = families.get(insn.reg_name(i) or "")
+            if fam and fam[0] not in out:
+                out.append(fam[0])
+        return tuple(out)
+
+    written = names(write_ids)
+    # xor eax, eax reads eax only formally: the result does not depend on it.
+    read = names(read_ids)
+    return read, written
 
 
 def _bad(code: bytes, offset: int, address: int) -> Instruction:

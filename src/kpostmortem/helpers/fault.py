@@ -11,8 +11,10 @@ from dataclasses import asdict, dataclass, field
 import drgn
 from drgn.helpers.common.type import member_at_offset
 
+from kpostmortem.decode.cpuevent import event_of_entry
 from kpostmortem.decode.disasm import Instruction, decode_window, effective_address, register_family
 from kpostmortem.decode.faultclass import classify_address, decode_pf_error_code, recognize_poison
+from kpostmortem.decode.regabi import Abi, abi
 from kpostmortem.helpers.modules import module_of_address
 from kpostmortem.helpers.source import normalize_source_path
 
@@ -76,6 +78,9 @@ class FaultExplanation:
     """Page-table walk of the fault address in init_mm: "mapped", "not mapped", or why unknown."""
     identity: str | None = None
     """What the fault address is (drgn's identify_address: vmap area, slab object, symbol…)."""
+    identity_fact: dict | None = None
+    """The identity as a re-checkable fact: {"type": "vmap", "address", "start", "end"} or
+    {"type": "identify", "address", "text"} (drgn's identify_address)."""
     va_bits: int = 48
     """Virtual address bits of this kernel (57 with 5-level paging)."""
     origin: dict | None = None
@@ -86,9 +91,22 @@ class FaultExplanation:
     """True when the PC itself is not in kernel text (a call through a bad function pointer)."""
     caller: dict | None = None
     """For an invalid PC: the caller found from the return address on the stack."""
+    slab_object: dict | None = None
+    """A freed slab object the bad pointer was read from (or points into), with its alloc/free
+    tracks when the cache stores them (slub_debug=U; helpers/slabtrack.py)."""
+    call_target: dict | None = None
+    """For an invalid PC: the function pointer the caller called through, named through the
+    decoded call, the loads before it and DWARF (helpers/provenance.py), e.g.
+    {"expression": "dev->ops->start", "struct": "struct foo_ops", "member": "start", "value": 0}."""
     from_log: bool = False
     """True when explained from an earlier oops's log record (RIP, register dump), not a frame."""
     is_ud2: bool = False
+    from_log: bool = False
+    """True when explained from an earlier oops's log record (RIP, register dump), not a frame."""
+    is_ud2: bool = False
+    cpu_event: dict | None = None
+    """What happened to the CPU at this frame (decode/cpuevent.py): the exception vector and the
+    words for its instruction ("faulting instruction", "trapping instruction")."""
     code_source: str | None = None
     """"dump" when the bytes were read from the dump's memory, "debug-file" as fallback."""
     problems: list[str] = field(default_factory=list)
@@ -303,6 +321,17 @@ def identify(prog: drgn.Program, addr: int) -> str | None:
 VM_NO_GUARD = 0x40  # include/linux/vmalloc.h
 
 
+def vmap_area_of(prog: drgn.Program, addr: int) -> tuple[int, int] | None:
+    """(va_start, va_end) of the vmap area holding ``addr``, if any."""
+    from drgn.helpers.linux.mm import find_vmap_area
+
+    try:
+        va = find_vmap_area(prog, addr)
+        return (int(va.va_start), int(va.va_end)) if va else None
+    except (drgn.FaultError, LookupError, ValueError, AttributeError, TypeError):
+        return None
+
+
 def vmap_context(prog: drgn.Program, addr: int) -> str | None:
     """Describe ``addr`` relative to the vmalloc area holding it: inside, or in its guard page."""
     from drgn.helpers.linux.mm import find_vmap_area
@@ -343,31 +372,85 @@ def _dest_register(insn: Instruction) -> str | None:
         return None
 
 
+def _written(insn: Instruction, reg: str, conv: Abi) -> bool:
+    """Whether ``insn`` may change ``reg``: an explicit or implicit write, or a call (which
+    clobbers the caller-saved registers)."""
+    if insn.is_call:
+        return not conv.survives_call(reg)
+    if insn.writes:
+        return reg in insn.writes
+    return _dest_register(insn) == reg
+
+
+def _load_chain(insns: list[Instruction], j: int, trap: int, regs: dict[str, int],
+                frames: list[drgn.StackFrame]) -> dict | None:
+    """Name the memory ``insns[j]`` (a load) read, through the loads that set its base register
+    (helpers/provenance.py): "`dev->last_done->node.next`", with the slot's address read back."""
+    from kpostmortem.helpers.provenance import Namer
+
+    insn = insns[j]
+    mem = insn.mem
+    namer = Namer(insns, trap, regs, frames)
+    base = namer.base_object(register_family(mem.base), j)
+    if base is None:
+        return None
+    loaded = namer.load(base, mem.disp, insn)
+    if loaded is None:
+        return None
+    step = namer.steps[-1]
+    return {"expression": loaded[0], "struct": step["struct"], "member": step["member"],
+            "address": step["address"], "size": mem.size, "steps": namer.steps}
+
+
 def pointer_origin(prog: drgn.Program, trace: Sequence[drgn.StackFrame], insns: list[Instruction],
-                   trap: int, bad_register: str, regs: dict[str, int], first: int, idx: int) -> dict | None:
+                   trap: int, bad_register: str, regs: dict[str, int], first: int, idx: int,
+                   arch: str = "x86_64") -> dict | None:
     """Find the instruction before the trap that last wrote ``bad_register``, and read it back.
 
     For a load (``mov rax, [rbx + 8]``) whose base register is unchanged up to the trap, the
     base register's value at the trap is the value it had then, so DWARF can name the variable
     and ``member_at_offset`` the member: "rax was loaded from `dev->cfg`".
+
+    Calls follow the architecture's calling convention (decode/regabi.py): a callee-saved
+    register goes through a call unchanged, so the scan continues past it; a caller-saved one
+    was set by the call (the return register: "returned by the call to f") or left unknown.
+    When no source is found, the answer says "unknown" (``unknown`` = True), never a guess.
     """
+    conv = abi(arch)
     for j in range(trap - 1, -1, -1):
         insn = insns[j]
+        where = _symbolize(prog, insn.address)
         if insn.is_call:
-            return {"instruction": f"{insn.mnemonic} {insn.op_str}", "symbol": _symbolize(prog, insn.address),
-                    "text": f"{bad_register} may come from the call at {_symbolize(prog, insn.address)}"}
-        if _dest_register(insn) != bad_register:
+            if conv.survives_call(bad_register):
+                continue  # callee-saved: the call cannot have set it
+            callee = _symbolize(prog, insn.branch_target) if insn.branch_target is not None else insn.op_str
+            base = {"instruction": insn.text, "symbol": where, "source": _source_of(prog, insn.address),
+                    "call": callee}
+            if conv.set_by_call(bad_register):
+                return base | {"returned_by": callee,
+                               "text": f"{bad_register} was returned by the call to {callee} at {where}"}
+            return base | {"unknown": True,
+                           "text": f"{bad_register}: source unknown (caller-saved, clobbered by the call "
+                                   f"to {callee} at {where}, and not written after it)"}
+        if not (bad_register in insn.writes if insn.writes else _dest_register(insn) == bad_register):
             continue
-        origin: dict = {"instruction": f"{insn.mnemonic} {insn.op_str}".strip(),
-                        "symbol": _symbolize(prog, insn.address), "source": _source_of(prog, insn.address)}
+        origin: dict = {"instruction": insn.text, "symbol": where, "source": _source_of(prog, insn.address),
+                        "at_address": insn.address, "bytes": insn.bytes.hex()}
         mem = insn.mem
-        if mem is None or not insn.mnemonic.startswith("mov") or not mem.base or mem.base == "rip":
+        if mem is None or not insn.mnemonic.startswith(("mov", "ldr", "ldur")) or not mem.base \
+                or mem.base == "rip" \
+                or mem.implicit:
             origin["text"] = f"{bad_register} was set by `{origin['instruction']}` at {origin['symbol']}"
             return origin
         base = register_family(mem.base)
-        clobbered = base == bad_register or any(_dest_register(k) == base for k in insns[j + 1 : trap + 1])
+        clobbered = base == bad_register or any(_written(k, base, conv) for k in insns[j + 1 : trap])
         origin["loaded_from"] = mem.disp
+        origin["base_register"] = base
         text = f"{bad_register} was loaded from [{base} + {mem.disp:#x}] at {origin['symbol']}"
+        if not clobbered and base in regs:
+            origin["base_value"] = regs[base]
+            origin["address"] = (regs[base] + mem.disp) & (2**64 - 1)
+            origin["size"] = mem.size
         if not clobbered and base in regs and trace:
             holders = _pointer_suspects(trace, first, idx, regs[base], mem.disp, mem.size)
             if holders:
@@ -377,9 +460,20 @@ def pointer_origin(prog: drgn.Program, trace: Sequence[drgn.StackFrame], insns: 
                 origin["struct"] = h.struct
                 expr = f"{h.name}->{h.member}" if h.member else f"*{h.name}"
                 text = f"{bad_register} was loaded from `{expr}` ({h.struct or h.type}) at {origin['symbol']}"
+        elif clobbered and trace and mem.index is None:
+            # The base was itself loaded: follow the loads back to a variable DWARF knows.
+            chain = _load_chain(insns[: trap + 1], j, trap, regs, [trace[i] for i in range(first, idx + 1)])
+            if chain is not None:
+                origin.update(chain)
+                text = (f"{bad_register} was loaded from `{chain['expression']}` ({chain['struct']}) "
+                        f"at {origin['symbol']}")
         origin["text"] = text
         return origin
-    return None
+    if not insns[:trap]:
+        return None
+    kept = ", callee-saved: kept across the calls in it" if conv.survives_call(bad_register) else ""
+    return {"unknown": True, "text": f"{bad_register}: source unknown (not written in the decoded window "
+                                     f"from {_symbolize(prog, insns[0].address)}{kept})"}
 
 
 # include/asm-generic/bug.h
@@ -433,8 +527,27 @@ def bug_entry_at(prog: drgn.Program, pc: int) -> dict | None:
                 "line": int(e.line) if file else None,
                 "flags": flags,
                 "warning": bool(flags & BUGFLAG_WARNING),
+                "entry": eaddr,
             }
     return None
+
+
+def _name_call_target(prog: drgn.Program, trace: Sequence[drgn.StackFrame] | None, idx: int, ret: int,
+                      regs: dict[str, int]) -> dict | None:
+    """Name the function pointer behind a call to a bad PC, from the caller's frames at ``ret``."""
+    from kpostmortem.helpers.provenance import name_call_target
+
+    frames = []
+    for frame in list(trace or [])[idx + 1 :]:
+        if frame.pc != ret:
+            break
+        frames.append(frame)
+        if not frame.is_inline:
+            break
+    try:
+        return name_call_target(prog, ret, regs, frames)
+    except (drgn.FaultError, LookupError, ValueError) as e:
+        return {"expression": None, "problem": f"the call before {_symbolize(prog, ret)} could not be read: {e}"}
 
 
 def _pc_in_text(prog: drgn.Program, pc: int) -> bool:
@@ -452,12 +565,24 @@ def _pc_in_text(prog: drgn.Program, pc: int) -> bool:
         return False
 
 
+def instruction_window(prog: drgn.Program, pc: int, before: int = 6,
+                       after: int = 4) -> tuple[list[Instruction], int | None, list[dict]]:
+    """Decode the instructions around ``pc`` from the dump, kept inside pc's function:
+    (instructions, index of the one at pc or None, their report dicts). Raises FaultError."""
+    code, start = read_code(prog, pc)
+    insns, at = decode_window(code, start, pc, before=before, after=after)
+    if at is not None:
+        insns, at = _same_function(prog, insns, at)
+    return insns, at, [_insn_dict(prog, insn, i == at) for i, insn in enumerate(insns)]
+
+
 def explain_fault(
     prog: drgn.Program,
     trace: Sequence[drgn.StackFrame],
     fault_address: int | None = None,
     fault_address_source: str | None = None,
     error_code: int | None = None,
+    event: dict | None = None,
 ) -> FaultExplanation | None:
     """Decode and explain the instruction that trapped in the innermost exception frame.
 
@@ -465,10 +590,21 @@ def explain_fault(
         or a ``LinuxKernelStack``)
     :param fault_address: CR2 or the address the kernel's oops message reported, if known
     :param error_code: the page-fault error code, if known
-    :return: None when the trace has no exception frame (e.g. a plain ``panic()``)
+    :param event: what the CPU entered through at that frame (decode/cpuevent.CpuEvent.to_dict());
+        found from the entry stub above the frame when not given
+    :return: None when the trace has no exception frame (e.g. a plain ``panic()``), or when an
+        interrupt or NMI stopped the CPU there (nothing faulted: see helpers/loop.stuck_loop)
     """
     idx = exception_frame_index(trace)
     if idx is None:
+        return None
+    if event is None and idx > 0:
+        # What the CPU entered through, from the entry stub above the pt_regs frame: an
+        # interrupt or NMI is not a fault, and has nothing to explain as one.
+        stub = next((f for f in reversed(list(trace)[:idx]) if not f.is_inline), None)
+        found = event_of_entry((stub.function_name or stub.name) if stub is not None else None)
+        event = found.to_dict() if found is not None else None
+    if event is not None and event.get("kind") != "exception":
         return None
     frame = trace[idx]
     # The inline chain sharing this PC starts at the outermost inline frame before idx.
@@ -476,9 +612,11 @@ def explain_fault(
     while first > 0 and trace[first - 1].is_inline and trace[first - 1].pc == frame.pc:
         first -= 1
     regs = {k.lower(): v for k, v in frame.registers().items()}
-    return explain_fault_at(prog, frame.pc, regs, trace=trace, frame_range=(first, idx),
-                            fault_address=fault_address, fault_address_source=fault_address_source,
-                            error_code=error_code)
+    ex = explain_fault_at(prog, frame.pc, regs, trace=trace, frame_range=(first, idx),
+                          fault_address=fault_address, fault_address_source=fault_address_source,
+                          error_code=error_code)
+    ex.cpu_event = event
+    return ex
 
 
 def explain_fault_at(
@@ -536,18 +674,15 @@ def explain_fault_at(
             }
         except (KeyError, LookupError, drgn.FaultError):
             ex.problems.append("PC is not in kernel text and [rsp] holds no return address into text")
+            return ex
+        ex.call_target = _name_call_target(prog, trace, idx, ret, regs)
         return ex
     try:
-        code, start = read_code(prog, pc)
+        insns, trap, ex.instructions = instruction_window(prog, pc)
         ex.code_source = "dump"
     except drgn.FaultError as e:
         ex.problems.append(f"instruction bytes at 0x{pc:x} not readable: {e}")
         return ex
-    insns, trap = decode_window(code, start, pc, before=6, after=4)
-    if trap is not None:
-        # Keep the window inside the trapping function, as a reader expects.
-        insns, trap = _same_function(prog, insns, trap)
-    ex.instructions = [_insn_dict(prog, insn, i == trap) for i, insn in enumerate(insns)]
     ex.trap_index = trap
     if trap is None:
         ex.problems.append("the faulting PC does not start a whole instruction")
@@ -580,7 +715,13 @@ def explain_fault_at(
         ex.address_class = asdict(classify_address(target, va_bits=ex.va_bits))
         if (ex.address_class or {}).get("kind") in ("kernel", "non-canonical"):
             ex.mapping = kernel_mapping(prog, target)
-            ex.identity = vmap_context(prog, target) or identify(prog, target)
+            vmap = vmap_context(prog, target)
+            ex.identity = vmap or identify(prog, target)
+            area = vmap_area_of(prog, target) if vmap else None
+            if area is not None:
+                ex.identity_fact = {"type": "vmap", "address": target, "start": area[0], "end": area[1]}
+            elif ex.identity:
+                ex.identity_fact = {"type": "identify", "address": target, "text": ex.identity}
     # The register that held the bad pointer: the base (or index) register whose value makes
     # the effective address bad.
     for reg in (mem.base, mem.index):
@@ -598,4 +739,19 @@ def explain_fault_at(
         ex.suspects = _pointer_suspects(trace, first, idx, ex.bad_register_value, mem.disp, mem.size)
     if ex.bad_register:
         ex.origin = pointer_origin(prog, trace or [], insns, trap, ex.bad_register, regs, first, idx)
+    ex.slab_object = _freed_object(prog, ex)
     return ex
+
+
+def _freed_object(prog: drgn.Program, ex: FaultExplanation) -> dict | None:
+    """The free slab object the bad pointer was loaded from, or that the access hit."""
+    from kpostmortem.helpers.slabtrack import object_tracks
+
+    for addr in ((ex.origin or {}).get("address"), ex.effective_address):
+        if addr is None or addr >> 63 == 0:
+            continue
+        found = object_tracks(prog, addr)
+        if found is not None and not found["allocated"]:
+            return found
+    return None
+

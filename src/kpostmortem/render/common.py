@@ -22,6 +22,15 @@ def size_text(n: int | None) -> str:
     return str(n)
 
 
+def event_mark(event: dict[str, Any] | None) -> str:
+    """The trace's mark for a pt_regs frame: "exception #PF", "interrupt", "NMI", "pt_regs"."""
+    if not event:
+        return "pt_regs"
+    if event.get("kind") == "exception":
+        return f"exception {event.get('vector') or ''}".rstrip()
+    return {"interrupt": "interrupt", "nmi": "NMI", "syscall": "syscall"}.get(event.get("kind") or "", "pt_regs")
+
+
 def frame_lines(report: dict[str, Any], limit: int | None = None) -> list[str]:
     """Call-trace lines: index, symbol, source, [module], markers, segment changes."""
     stack = report.get("stack") or {}
@@ -46,7 +55,7 @@ def frame_lines(report: dict[str, Any], limit: int | None = None) -> list[str]:
             seg = f.get("segment")
         marks = []
         if f.get("interrupted") and not f.get("inline"):
-            marks.append("← exception")
+            marks.append(f"← {event_mark(f.get('event'))}")
         if f.get("inline"):
             marks.append("(inlined)")
         if f.get("index") == guilty:
@@ -91,5 +100,32 @@ def insn_lines(fault: dict[str, Any]) -> list[str]:
         if i.get("trap") and fault.get("bad_register"):
             reg = fault["bad_register"]
             comment = f"   ; {reg} = {hexa((fault.get('registers') or {}).get(reg))}"
+        elif i.get("trap") and fault.get("comment"):
+            comment = f"   ; {fault['comment']}"
         out.append(f"  {mark}{i['symbol']:<36s} {i['text']}{target}{comment}")
     return out
+
+
+def fault_title(fault: dict[str, Any]) -> str:
+    """Title of the fault section, in the words of the CPU event: "FAULTING INSTRUCTION" for a
+    fault, "TRAPPING INSTRUCTION" for BUG()'s ud2 and other traps."""
+    words = (fault.get("cpu_event") or {}).get("instruction_words") or "faulting instruction"
+    return words.upper()
+
+
+def interrupted_lines(it: dict[str, Any]) -> tuple[str, list[str]]:
+    """The interrupted-instruction section: (title suffix, lines): the window and the loop."""
+    event = it.get("event") or {}
+    title = f"{it.get('function') or '?'} ({it.get('source') or '?'}) · stopped by a {event.get('name', 'interrupt')}"
+    polls = ((it.get("loop") or {}).get("polls") or [])
+    comment = None
+    if polls and polls[0].get("base_register"):
+        p = polls[0]
+        comment = f"{p['base_register']} = {hexa((it.get('registers') or {}).get(p['base_register']))}"
+    lines = insn_lines({"instructions": it.get("instructions") or [], "comment": comment})
+    lp = it.get("loop")
+    if lp:
+        lines.append(f"  {lp['text']}")
+    for p in it.get("problems") or []:
+        lines.append(f"  {p}")
+    return title, lines

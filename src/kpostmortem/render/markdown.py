@@ -11,7 +11,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from kpostmortem.render.common import frame_lines, hexa, insn_lines, size_text
+from kpostmortem.render.common import fault_title, frame_lines, hexa, insn_lines, interrupted_lines, size_text
 from kpostmortem.render.hang import hang_heading, hang_lines
 from kpostmortem.render.text import known_bug_lines, stack_check_lines
 
@@ -46,6 +46,7 @@ def render_markdown(report: dict[str, Any], max_bytes: int | None = None, **_opt
         _Section("evidence", _evidence(report), 7),
         _Section("summary", _summary(report), 6),
         _Section("fault", _fault(report), 4),
+        _Section("interrupted", _interrupted(report), 4),
         _Section("trace", _trace(report), 5),
         _Section("hang", _hang(report), 5),
         _Section("stack checks", _stack_checks(report), 2),
@@ -102,7 +103,9 @@ def _evidence(report: dict[str, Any]) -> list[str]:
     v = report.get("verdict") or {}
     out = ["### Evidence", ""]
     for e in v.get("evidence", []):
-        out.append(f"- {'✔' if e.get('agrees', True) else '✘'} {e['text']}"
+        unchecked = e["text"].startswith("? ")  # no re-checkable fact behind it
+        mark = "?" if unchecked else "✔" if e.get("agrees", True) else "✘"
+        out.append(f"- {mark} {e['text'][2:] if unchecked else e['text']}"
                    + (f" _({e['source']})_" if e.get("source") else ""))
     out += [f"- ? could not check: {m}" for m in v.get("missing", [])]
     return out if len(out) > 2 else []
@@ -135,12 +138,16 @@ def _summary(report: dict[str, Any]) -> list[str]:
 def _fault(report: dict[str, Any]) -> list[str]:
     """What the faulting instruction did, in words, then the decoded window around it."""
     fault = report.get("fault") or {}
-    if not fault.get("instructions") and not fault.get("trapping_instruction"):
+    if not fault.get("instructions") and not fault.get("trapping_instruction") and not fault.get("call_target"):
         return []
     out = [f"### Fault — `{fault.get('function') or '?'}` ({fault.get('source') or '?'})", ""]
+    if fault.get("invalid_pc"):
+        caller = fault.get("caller") or {}
+        out = [f"### Fault — PC `{hexa(fault.get('pc'))}` is not in kernel text, called from "
+               f"`{caller.get('symbol', '?')}` ({caller.get('source') or '?'})", ""]
     facts = []
     if fault.get("trapping_instruction"):
-        facts.append(f"trapping instruction `{fault['trapping_instruction']}`")
+        facts.append(f"{fault_title(fault).lower()} `{fault['trapping_instruction']}`")
     if fault.get("operand"):
         facts.append(f"{fault.get('access') or 'access'} of `{fault['operand']}`")
     if fault.get("bad_register"):
@@ -164,6 +171,11 @@ def _fault(report: dict[str, Any]) -> list[str]:
                      f"in {sus.get('function')}(){member}")
     if (fault.get("origin") or {}).get("text"):
         notes.append(fault["origin"]["text"])
+    target = fault.get("call_target") or {}
+    if target.get("expression"):
+        member = f" ({target['struct']}, member `{target['member']}`)" if target.get("member") else ""
+        notes.append(f"called through `{target['expression']}`{member} = `{hexa(target.get('value'))}` "
+                     f"at {target.get('call_symbol')}: `{target['call']}`")
     if fault.get("poison"):
         notes.append(f"poison value: {fault['poison']}")
     if fault.get("identity"):
@@ -179,6 +191,20 @@ def _fault(report: dict[str, Any]) -> list[str]:
     if fault.get("instructions"):
         out += ["```", *insn_lines(fault), "```"]
     return out
+
+
+def _interrupted(report: dict[str, Any]) -> list[str]:
+    """An interrupt or NMI stopped the CPU: the interrupted instruction and its loop (no fault)."""
+    it = report.get("interrupted") or {}
+    if not it.get("instructions") and not it.get("loop"):
+        return []
+    title, lines = interrupted_lines(it)
+    loop_text = (it.get("loop") or {}).get("text")
+    body = [x for x in lines if x.strip() != (loop_text or "\0")]
+    out = [f"### Interrupted instruction — {title}", ""]
+    if loop_text:
+        out += [loop_text, ""]
+    return out + ["```", *body, "```"]
 
 
 def _trace(report: dict[str, Any]) -> list[str]:

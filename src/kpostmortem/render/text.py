@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-from kpostmortem.render.common import frame_lines, hexa, insn_lines, size_text
+from kpostmortem.render.common import fault_title, frame_lines, hexa, insn_lines, interrupted_lines, size_text
 from kpostmortem.render.hang import hang_heading, hang_lines
 
 _BOLD, _RED, _GREEN, _YELLOW, _DIM, _RESET = "\033[1m", "\033[31m", "\033[32m", "\033[33m", "\033[2m", "\033[0m"
@@ -66,8 +66,11 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
     out.append(c(_BOLD, "EVIDENCE"))
     for e in v.get("evidence", []):
         mark = c(_GREEN, "✔") if e.get("agrees", True) else c(_YELLOW, "✘")
+        text = e["text"]
+        if text.startswith("? "):  # a claim with no re-checkable fact behind it
+            mark, text = c(_YELLOW, "?"), text[2:]
         src = f"({e['source']})" if e.get("source") else ""
-        text_lines = textwrap.wrap(e["text"], WIDTH - 4, subsequent_indent="  ", break_on_hyphens=False) or [""]
+        text_lines = textwrap.wrap(text, WIDTH - 4, subsequent_indent="  ", break_on_hyphens=False) or [""]
         lines = [f"  {mark} {text_lines[0]}"] + [f"    {t}" for t in text_lines[1:]]
         if src and len(lines[-1]) + 3 + len(src) <= WIDTH:
             lines[-1] += "   " + c(_DIM, src)
@@ -115,11 +118,18 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
     if fault.get("invalid_pc"):
         out.append("")
         caller = fault.get("caller") or {}
-        out.append(c(_BOLD, "FAULTING INSTRUCTION") + f"  none: PC {hexa(fault.get('pc'))} is not in kernel text")
+        out.append(c(_BOLD, fault_title(fault)) + f"  none: PC {hexa(fault.get('pc'))} is not in kernel text")
         out.append(f"  called from {caller.get('symbol', '?')} ({caller.get('source') or '?'}): a bad function pointer")
+        target = fault.get("call_target") or {}
+        if target.get("expression"):
+            member = f" ({target['struct']}, member `{target['member']}`)" if target.get("member") else ""
+            out.append(f"  through `{target['expression']}`{member} = {hexa(target.get('value'))}: `{target['call']}`")
+            for step in target.get("steps") or []:
+                if step.get("type") == "load":
+                    out.append(f"    {step['instruction']}   ; loads `{step['member']}` of {step['struct']}")
     if fault.get("instructions"):
         out.append("")
-        out.append(c(_BOLD, f"FAULTING INSTRUCTION  {fault.get('function')} ({fault.get('source') or '?'})"))
+        out.append(c(_BOLD, f"{fault_title(fault)}  {fault.get('function')} ({fault.get('source') or '?'})"))
         out.extend(insn_lines(fault))
         facts = []
         if fault.get("operand"):
@@ -145,6 +155,13 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
             out.append(
                 f"  {fault.get('bad_register')} holds `{sus['name']}` ({sus['type']}) in {sus['function']}(){mem}"
             )
+    it = report.get("interrupted") or {}
+    if it.get("instructions") or it.get("loop"):
+        title, lines = interrupted_lines(it)
+        out.append("")
+        out.append(c(_BOLD, "INTERRUPTED INSTRUCTION") + f"  {title}")
+        out.extend(wrapped for line in lines
+                   for wrapped in (_wrap(line) if not line.startswith(("  → ", "    ")) else [line]))
     out.append("")
     out.append(c(_BOLD, f"CALL TRACE (crashed task: pid {t.get('pid')} {t.get('comm')}, CPU {t.get('cpu')})"))
     out.extend(frame_lines(report, limit=40))

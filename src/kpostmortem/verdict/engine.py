@@ -118,8 +118,8 @@ class _Decision:
     evidence: list[Evidence] = field(default_factory=list)
 
     def add(self, kind: str, text: str, source: str | None = None, weight: float = 0.0,
-            agrees: bool = True) -> None:
-        self.evidence.append(Evidence(kind, text, source, agrees))
+            agrees: bool = True, facts: list[dict] | None = None) -> None:
+        self.evidence.append(Evidence(kind, text, source, agrees, facts or []))
         self.score += weight
 
 
@@ -181,7 +181,8 @@ def _guilty_from_blocked(d: _Decision, report: Report, rec: dict | None) -> bool
     d.callers = [base_name(f.function) or "" for f in frames[g.index + 1 :] if not f.inline]
     secs = f" for {task['blocked_seconds']} s" if task.get("blocked_seconds") is not None else ""
     d.add("state", f"task {task['comm']}[{task['pid']}] is in D state{secs}, waiting in {d.function}()",
-          "the blocked task's own stack in the dump", 0.2)
+          "the blocked task's own stack in the dump", 0.2,
+          facts=[{"type": "task", "pid": task["pid"], "state": "D", "function": g.function}])
     return True
 
 
@@ -205,23 +206,31 @@ def _fault_evidence(d: _Decision, report: Report) -> None:
     if not fault:
         return
     insn = fault.get("trapping_instruction")
+    event = fault.get("cpu_event") or {}
+    words = event.get("instruction_words") or "instruction at the exception frame's PC"
+    vector = f" ({event['vector']} {event['name']})" if event.get("vector") else ""
     where = "decoded at the oops's RIP, registers from its log" if fault.get("from_log") else \
-        "decoded at the faulting PC"
+        "decoded at the frame's PC"
     if insn:
         regs = fault.get("registers", {})
         reg = fault.get("bad_register")
         regtxt = f", {reg} = {_hex(regs.get(reg))}" if reg else ""
-        d.add("instruction", f"trapping instruction: {insn}{regtxt}", where)
+        d.add("instruction", f"{words}{vector}: {insn}{regtxt}", where,
+              facts=_instruction_facts(fault) + _register_facts(fault, [reg] if reg else []))
     ea, fa = fault.get("effective_address"), fault.get("fault_address")
     # A stack overflow's #PF faults again pushing its own frame onto the guard page (→ #DF):
     # CR2 is then that push, not the instruction's operand.
     if ea is not None and fa is not None and d.category != "stack-overflow":
+        facts = _instruction_facts(fault) + _register_facts(
+            fault, [r for r in (fault.get("base_register"), fault.get("index_register")) if r and r != "rip"]) \
+            + _address_in_log(report, fa)
         if ea == fa:
             d.add("instruction", f"effective address {_hex(ea)} = reported fault address",
-                  "operand arithmetic on pt_regs vs CR2", 0.1)
+                  "operand arithmetic on pt_regs vs CR2", 0.1, facts=facts)
         else:
             d.add("instruction", f"effective address {_hex(ea)} ≠ reported fault address {_hex(fa)}",
-                  "operand arithmetic on pt_regs vs CR2", -0.05, agrees=False)
+                  "operand arithmetic on pt_regs vs CR2", -0.05, agrees=False,
+                  facts=facts)
     cls = fault.get("address_class") or {}
     kind = cls.get("kind")
     if kind:
@@ -231,40 +240,291 @@ def _fault_evidence(d: _Decision, report: Report) -> None:
             "bad-page-fault": kind not in ("null", "near-null"),
         }.get(d.category)
         if agrees is not None:
+            classified = fault.get("fault_address") if fault.get("fault_address") is not None else \
+                fault.get("effective_address")
+            facts = _address_in_log(report, fault.get("fault_address")) or (
+                _instruction_facts(fault) + _register_facts(fault, [fault.get("bad_register")] if
+                                                             fault.get("bad_register") else []))
             d.add("register", f"address class: {cls.get('description')}", "fault address",
-                  0.05 if agrees else -0.1, agrees=agrees)
+                  0.05 if agrees else -0.1, agrees=agrees, facts=facts if classified is not None else [])
     for s in fault.get("suspects", [])[:2]:
         access = f", the access is `{s['name']}->{s['member']}`" if s.get("member") else ""
         holds = f"{fault.get('bad_register')} holds `{s['name']}` ({s['type']}) in {s['function']}()"
-        d.add("debuginfo", holds + access, "DWARF location of the variable at this PC", 0.03)
+        d.add("debuginfo", holds + access, "DWARF location of the variable at this PC", 0.03,
+              facts=_register_facts(fault, [fault.get("bad_register")]) + [
+                  {"type": "variable", "frame": fault.get("frame_index"), "name": s["name"],
+                   "value": fault.get("bad_register_value"), "member": s.get("member"),
+                   "displacement": fault.get("displacement")}])
     origin = fault.get("origin") or {}
-    if origin.get("text"):
-        d.add("debuginfo", origin["text"], "backward scan of the decoded window + DWARF")
+    if origin.get("text") and not origin.get("unknown"):
+        d.add("debuginfo", origin["text"], "backward scan of the decoded window + DWARF",
+              facts=_origin_facts(fault, origin))
     if fault.get("mapping") and d.category in ("bad-page-fault", "general-protection-fault"):
         mapped = fault["mapping"] == "mapped"
-        d.add("memory", f"page-table walk of {_hex(fault.get('fault_address'))}: {fault['mapping']}",
-              "init_mm page tables in the dump", -0.05 if mapped else 0.05, agrees=not mapped)
+        walked = fault.get("fault_address") if fault.get("fault_address") is not None else \
+            fault.get("effective_address")
+        known = fault["mapping"] in ("mapped", "not mapped")
+        ec = fault.get("error_code") or {}
+        # a permission fault is on a present page: "mapped" is what it must find
+        want_mapped = ec.get("fault_kind") == "permission fault" or bool(ec.get("present"))
+        d.add("memory", f"page-table walk of {_hex(walked)}: {fault['mapping']}",
+              "init_mm page tables in the dump", 0.05 if mapped == want_mapped else -0.05,
+              agrees=mapped == want_mapped,
+              facts=[{"type": "page-table", "address": walked, "mapped": mapped}] if known else [])
     if fault.get("identity"):
         d.add("memory", f"{_hex(fault.get('fault_address', fault.get('effective_address')))} is {fault['identity']}",
-              "drgn identify_address")
+              "drgn identify_address", facts=[fault["identity_fact"]] if fault.get("identity_fact") else [])
     bug = fault.get("bug")
     if bug and bug.get("file"):
         kind = "WARN" if bug.get("warning") else "BUG"
         agrees = (d.category == "warning-escalated") == bool(bug.get("warning"))
         d.add("instruction", f"__bug_table entry at the PC: {kind} at {bug['file']}:{bug['line']}",
-              "the kernel's bug table in the dump", 0.05 if agrees else -0.1, agrees=agrees)
+              "the kernel's bug table in the dump", 0.05 if agrees else -0.1, agrees=agrees,
+              facts=[{"type": "bug-entry", "address": bug.get("entry"), "line": bug["line"],
+                      "flags": bug.get("flags")}] if bug.get("entry") is not None else [])
     if fault.get("invalid_pc"):
         caller = fault.get("caller") or {}
+        facts = _register_facts(fault, ["rip"])
+        if caller.get("return_address") is not None and "rsp" in (fault.get("registers") or {}):
+            facts.append({"type": "memory", "address": fault["registers"]["rsp"], "size": 8,
+                          "value": caller["return_address"]})
         d.add("register", f"PC {_hex(fault.get('pc'))} is not in kernel text: a call through a bad function pointer"
               + (f"; the return address on the stack is in {caller.get('symbol')}" if caller else ""),
-              "pt_regs + [rsp]")
+              "pt_regs + [rsp]", facts=facts)
+        target = fault.get("call_target") or {}
+        if target.get("expression"):
+            d.add("debuginfo", f"{_call_target_text(target)}: {target.get('call_symbol', 'the caller')} called through "
+                  f"it (`{target['call']}`" + (f", {target['register']} = {_hex(target.get('register_value'))}"
+                                               if target.get("register") else "") + ")",
+                  "the call before the return address, the loads before it + DWARF", 0.05,
+                  facts=_call_target_facts(fault, target))
     if fault.get("poison"):
-        d.add("memory", f"bad pointer is a poison value: {fault['poison']}", "register value")
+        d.add("memory", f"bad pointer is a poison value: {fault['poison']}", "register value",
+              facts=_register_facts(fault, [fault.get("bad_register")]) if fault.get("bad_register") else [])
     ec = fault.get("error_code")
     if ec:
-        d.add("register", f"page-fault error code {_hex(ec.get('raw'))}: {ec.get('text')}", "oops message")
+        d.add("register", f"{ec.get('name', 'page-fault error code')} {_hex(ec.get('raw'))}: {ec.get('text')}",
+              "oops message",
+              facts=_in_log(report, f"error_code({ec['raw']:#06x})") if ec.get("raw") is not None else [])
     if fault.get("is_ud2") and d.category in ("bug-assertion", "warning-escalated"):
-        d.add("instruction", "ud2 at the faulting PC (BUG()/WARN() trap)", "decoded at the faulting PC", 0.05)
+        d.add("instruction", f"{fault.get('trapping_instruction') or 'ud2'} at the trapping PC (BUG()/WARN() trap)",
+              "decoded at the frame's PC", 0.05,
+              facts=_instruction_facts(fault))
+
+
+def _freed_object_evidence(d: _Decision, report: Report) -> None:
+    """A freed slab object on the fault's path: where it is, and its last free and allocation."""
+    obj = (report.fault or {}).get("slab_object")
+    if not obj:
+        return
+    d.add("memory", f"{_hex(obj['object'])} is a free object of slab cache {obj['cache']} "
+          f"(offset {obj['offset']:#x}): the access used freed memory", "drgn slab_object_info",
+          0.05, facts=[{"type": "slab-object", "address": obj["object"] + obj["offset"], "object": obj["object"],
+                        "cache": obj["cache"], "allocated": False}])
+    # SLUB keeps the LAST allocation and free only: after a reuse they are the reuser's.
+    for item, verb in (("free", "last freed"), ("alloc", "last allocated")):
+        t = obj.get(item)
+        if not t or not t.get("addr"):
+            continue
+        stack = " ← ".join(t["stack"][:6]) if t.get("stack") else t.get("function")
+        d.add("memory", f"{verb} by {t.get('by')}() (pid {t['pid']}, CPU {t['cpu']}): {stack}",
+              "the object's SLUB track (slub_debug=U) and the stack depot",
+              facts=[{"type": "memory", "address": t["address"], "size": 8, "value": t["addr"]},
+                     {"type": "slab-track", "address": t["address"], "pid": t["pid"], "cpu": t["cpu"],
+                      "stack": (t.get("stack") or [])[:6]}])
+
+
+def _instruction_facts(section: dict) -> list[dict]:
+    """The instruction at the frame's PC as a re-checkable fact: its address, bytes and text."""
+    insns = section.get("instructions") or []
+    at = section.get("trap_index", section.get("pc_index"))
+    if at is None or not 0 <= at < len(insns):
+        return []
+    i = insns[at]
+    return [{"type": "instruction", "address": i.get("address"), "bytes": i.get("bytes"),
+             "text": i.get("text")}]
+
+
+def _register_facts(section: dict, names: list[str]) -> list[dict]:
+    """Saved registers of the pt_regs frame, as facts (frame index, register, value)."""
+    regs = section.get("registers") or {}
+    if section.get("from_log"):
+        return [{"type": "log-register", "register": r, "value": regs[r]} for r in names if r in regs]
+    return [{"type": "register", "frame": section.get("frame_index"), "register": r, "value": regs[r]}
+            for r in names if r in regs]
+
+
+def _origin_facts(fault: dict, origin: dict) -> list[dict]:
+    """Where the bad register was loaded from: the base register (unchanged up to the PC) and,
+    when DWARF named it, the variable that holds the same pointer in that frame."""
+    facts = [{"type": "instruction", "address": origin["at_address"], "bytes": origin["bytes"],
+              "text": origin.get("instruction")}] if origin.get("bytes") else []
+    if origin.get("base_register") in (fault.get("registers") or {}) and origin.get("base_value") is not None:
+        facts += _register_facts(fault, [origin["base_register"]])
+    for step in origin.get("steps") or []:
+        if step.get("type") == "register" and not fault.get("from_log"):
+            facts += _register_facts(fault, [step["register"]])
+            facts.append({"type": "variable", "frame": fault.get("frame_index"), "name": step["variable"],
+                          "value": step["value"]})
+    if origin.get("variable") and origin.get("base_value") is not None and not fault.get("from_log"):
+        facts.append({"type": "variable", "frame": fault.get("frame_index"), "name": origin["variable"],
+                      "value": origin["base_value"], "member": origin.get("member"),
+                      "displacement": origin.get("loaded_from")})
+    if origin.get("address") is not None and fault.get("bad_register") in (fault.get("registers") or {}):
+        facts.append({"type": "memory", "address": origin["address"], "size": origin.get("size") or 8,
+                      "value": fault["registers"][fault["bad_register"]],
+                      "note": "the loaded value is still in memory (unless written since)"})
+    return facts
+
+
+def _call_target_text(target: dict) -> str:
+    """"`dev->ops->probe` was NULL (struct foo_ops, member `probe`)"."""
+    value = target.get("value")
+    state = "was NULL" if value == 0 else f"held {_hex(value)}"
+    where = f" ({target['struct']}, member `{target['member']}`)" if target.get("member") else ""
+    return f"`{target['expression']}` {state}{where}"
+
+
+def _call_target_facts(fault: dict, target: dict) -> list[dict]:
+    facts = _register_facts(fault, [target["register"]]) if target.get("register") else []
+    for step in target.get("steps") or []:
+        if step.get("type") == "register":
+            facts += _register_facts(fault, [step["register"]])
+            facts.append({"type": "variable", "frame": (fault.get("frame_index") or 0) + 1,
+                          "name": step["variable"], "value": step["value"]})
+    if target.get("address") is not None and target.get("value") is not None:
+        facts.append({"type": "memory", "address": target["address"], "size": 8, "value": target["value"]})
+    return facts
+
+
+def _in_log(report: Report, text: str) -> list[dict]:
+    """A log fact: ``text`` is in the kernel log (the crash record that holds it, if one does)."""
+    for rec in report.log.get("records", []):
+        if any(text in line for line in [rec.get("headline") or "", *(rec.get("lines") or [])]):
+            return [{"type": "log", "record": rec.get("index"), "contains": text}]
+    return [{"type": "log", "record": None, "contains": text}]
+
+
+def _address_in_log(report: Report, address: int | None) -> list[dict]:
+    """The reported fault address, as the log printed it (%016lx, or 0x%lx in some messages)."""
+    if address is None:
+        return []
+    for text in (f"{address:016x}", f"{address:#x}"):
+        facts = _in_log(report, text)
+        if facts[0]["record"] is not None:
+            return facts
+    return _in_log(report, f"{address:016x}")
+
+
+def _frame_fact(report: Report, index: int | None, sp: bool = False) -> dict:
+    frame = report.frames[index] if index is not None and 0 <= index < len(report.frames) else None
+    if frame is None:
+        return {"type": "frame", "index": index, "function": None}
+    fact = {"type": "frame", "index": index, "function": frame.function, "pc": frame.pc}
+    if sp and frame.sp is not None:
+        fact["sp"] = frame.sp
+    return fact
+
+
+def _task_stack_fact(bounds: dict) -> dict:
+    return {"type": "task-stack", "pid": bounds.get("pid"), "start": bounds.get("start"), "end": bounds.get("end")}
+
+
+# Functions on the crashed stack that show how it went down (analyzers/crashinfo.py).
+_HOW_FUNCTIONS = ("sysrq_handle_crash", "watchdog_timer_fn", "check_hung_uninterruptible_tasks", "check_panic_on_warn",
+                  "out_of_memory", "exc_double_fault", "handle_stack_overflow", "__stack_chk_fail", "panic")
+
+
+def _how_facts(report: Report) -> list[dict]:
+    for name in _HOW_FUNCTIONS:
+        for f in report.frames:
+            if base_name(f.function) == name:
+                return [_frame_fact(report, f.index)]
+    if report.frames and report.frames[0].interrupted:
+        return [_frame_fact(report, 0) | {"interrupted": True}]
+    return []
+
+
+def _log_facts(d: _Decision, report: Report) -> None:
+    """Log evidence quotes the log: attach where the quoted words are."""
+    records = report.log.get("records", [])
+    for e in d.evidence:
+        if e.facts or e.kind != "log":
+            continue
+        rec = next((r for r in records if r.get("headline") and r["headline"] in e.text), None)
+        if rec is not None:
+            e.facts = [{"type": "log", "record": rec.get("index"), "contains": rec["headline"]}]
+        elif e.text.startswith("assertion at "):
+            e.facts = _in_log(report, e.text.rsplit("/", 1)[-1])  # "file.c:211", as BUG() printed it
+
+
+def _mark_unchecked(d: _Decision) -> None:
+    """A claim with nothing to re-check it against is marked "?" (it is a reading, not a fact)."""
+    for e in d.evidence:
+        if not e.facts and not e.text.startswith("? "):
+            e.text = "? " + e.text
+
+
+def _interrupt_evidence(d: _Decision, report: Report) -> None:
+    """An interrupt or NMI stopped the crashed CPU: the instruction it interrupted and the loop
+    around it, with what the loop polls and what it holds."""
+    it = report.interrupted
+    if not it:
+        return
+    event = it.get("event") or {}
+    if it.get("instruction"):
+        d.add("instruction", f"interrupted instruction: {it['instruction']} in {it.get('function')} "
+              f"(stopped by a {event.get('name', 'interrupt')})",
+              f"decoded at the interrupt frame's PC; {event.get('source', 'entry stub')}",
+              facts=_instruction_facts(it) + [{"type": "frame", "index": it.get("frame_index"),
+                                               "function": it.get("function")}])
+    lp = it.get("loop")
+    if not lp:
+        return
+    stuck = d.category in ("soft-lockup", "hard-lockup", "rcu-stall")
+    where = f"{lp['head_symbol']}–{lp['closing_symbol']}" + (f" ({lp['source']})" if lp.get("source") else "")
+    if lp.get("busy_wait"):
+        relax = ", cpu_relax() (pause) in it" if lp.get("relaxes") else ""
+        calls = f", calls {', '.join(c['callee'] for c in lp['calls'])} (none sleeps)" if lp.get("calls") else \
+            ", no call in it"
+        d.add("instruction", f"busy-wait loop {where}, closed by `{lp['closing_instruction']}`{calls}{relax}",
+              "the decoded function: backward branch spanning the interrupted PC", 0.05 if stuck else 0.0,
+              facts=[{"type": "code", "address": lp["head"], "end": lp["closing_branch"],
+                      "text": lp["closing_instruction"]}])
+    else:
+        d.add("instruction", f"the loop {where} calls {', '.join(lp['sleeps'])}: it sleeps or yields, "
+              "so it is not a busy-wait", "the decoded function", -0.05 if stuck else 0.0, agrees=not stuck)
+    for e in lp.get("exits") or []:
+        poll = lp["polls"][e["poll"]] if e.get("poll") is not None else None
+        if poll is None or not e.get("text"):
+            continue
+        name = f"`{poll['name']}`" if poll.get("name") else f"{poll.get('operand')}"
+        value = "?" if poll.get("value") is None else _hex(poll["value"])
+        base = f", {poll['base_register']} = {_hex(poll.get('base_value'))}" if poll.get("base_register") else ""
+        facts = []
+        if poll.get("base_register"):
+            facts += _register_facts(it, [poll["base_register"]])
+        if poll.get("value") is not None:
+            facts.append({"type": "memory", "address": poll["address"], "size": poll["size"], "value": poll["value"]})
+        if poll.get("dwarf_variable"):
+            facts.append({"type": "variable", "frame": it.get("frame_index"), "name": poll["dwarf_variable"],
+                          "value": poll.get("base_value"), "member": poll.get("dwarf_member"),
+                          "displacement": poll.get("displacement")})
+        d.add("memory", f"the loop polls {name} ({poll.get('operand')}{base}), which holds {value} in the dump; "
+              f"it exits only when {e['text']}", "saved registers + the dump's memory + DWARF",
+              0.05 if stuck else 0.0, facts=facts)
+    pre = lp.get("preempt_disabled")
+    if pre:
+        d.add("instruction", f"preemption disabled before the loop (`{pre['text']}` increments the preempt "
+              f"count at {pre['at']}, nothing decrements it before the loop)", "the decoded function",
+              facts=[{"type": "instruction", "address": pre["address"], "bytes": pre["bytes"], "text": pre["text"]}])
+    for lock in lp.get("locks_held") or []:
+        name = f"`{lock['name']}`" if lock.get("name") else "a lock"
+        held = {True: ", still held in the dump", False: ", but not held in the dump"}.get(lock.get("held"), "")
+        facts = [{"type": "memory", "address": lock["address"], "size": 1, "value": lock["locked_byte"]}] \
+            if lock.get("locked_byte") is not None else []
+        d.add("memory", f"{name} taken by {lock['call']} at {lock['at']} before the loop, no unlock on the way{held}",
+              "the decoded function + the lock word in the dump", facts=facts, agrees=lock.get("held") is not False)
 
 
 def _stack_category(d: _Decision, report: Report) -> None:
@@ -276,7 +536,9 @@ def _stack_category(d: _Decision, report: Report) -> None:
     if hit or (sc.get("usage") or {}).get("past_end"):
         d.category = "stack-overflow"
         d.add("state", "stack overflow read from the dump: the crashed task's SP is below its stack",
-              "stack checks (no crash record in the log)", 0.35)
+              "stack checks (no crash record in the log)", 0.35,
+              facts=[_frame_fact(report, hit["frame"], sp=True), _task_stack_fact(sc.get("stack_bounds") or {})]
+              if hit else [])
     elif sc.get("crashed_task_canary_damaged") or (sc.get("stack_protector") or {}).get("function"):
         d.category = "stack-corruption"
         d.add("state", "stack corruption read from the dump: a canary of the crashed task is overwritten",
@@ -308,20 +570,28 @@ def _stack_evidence(d: _Decision, report: Report, current: bool) -> None:
             d.add("stack", f"frame #{hit['frame']} {hit.get('function')}: SP {_hex(hit.get('sp'))} is "
                   f"{hit.get('below_by')} bytes below the task stack ({_hex(bounds.get('start'))}–"
                   f"{_hex(bounds.get('end'))}), {where}",
-                  "frame SPs of the unwind vs task->stack and the kernel page tables", 0.15)
+                  "frame SPs of the unwind vs task->stack and the kernel page tables", 0.15,
+                  facts=[_frame_fact(report, hit["frame"], sp=True), _task_stack_fact(bounds)]
+                  + ([{"type": "page-table", "address": hit["guard_start"], "mapped": False}]
+                     if hit.get("unmapped_guard") and hit.get("guard_start") is not None else []))
         df = sc.get("double_fault")
         if df and df.get("functions"):
             d.add("memory", f"{df.get('stack')} holds {' → '.join(df['functions'][:3])}: a double fault ran there",
-                  "per-CPU exception stack scanned for return addresses", 0.05)
+                  "per-CPU exception stack scanned for return addresses", 0.05,
+                  facts=[{"type": "text-on-stack", "start": df.get("start"), "end": df.get("end"),
+                          "functions": df["functions"][:3]}] if df.get("start") is not None else [])
         usage = sc.get("usage") or {}
         if usage.get("depth") is not None:
             past = f": {usage['past_end']} bytes past the end" if usage.get("past_end") else ""
             d.add("stack", f"stack depth {usage['depth']} of {usage.get('thread_size')} bytes (THREAD_SIZE){past}",
-                  "frame SPs of the unwind", 0.05 if usage.get("past_end") else 0.0)
+                  "frame SPs of the unwind", 0.05 if usage.get("past_end") else 0.0,
+                  facts=[_frame_fact(report, 0, sp=True), _task_stack_fact(bounds)] if report.frames else [])
         recursion = (sc.get("recursion") or [None])[0]
         if recursion:
             d.add("stack", f"recursion: {recursion['summary']}, frames #{recursion['first']}–#{recursion['last']}",
-                  "function names and SPs of the unwind", 0.1)
+                  "function names and SPs of the unwind", 0.1,
+                  facts=[_frame_fact(report, recursion["first"], sp=True),
+                         _frame_fact(report, recursion["last"], sp=True)])
             if current:
                 # The recursing function is the suspect, not whichever frame ran out of stack.
                 _guilty_at(d, report, recursion.get("first"), (recursion.get("functions") or [None])[0])
@@ -339,12 +609,16 @@ def _stack_evidence(d: _Decision, report: Report, current: bool) -> None:
             text += f"; the {first['stack_not_used'] - 8} bytes above it never used: a stray write, not an overflow"
         elif first.get("cause") == "overflow":
             text += "; the stack was used right down to it: an overflow"
-        d.add("memory", text, "end_of_stack() of every task", 0.15 if d.category == "stack-corruption" else 0.0)
+        d.add("memory", text, "end_of_stack() of every task", 0.15 if d.category == "stack-corruption" else 0.0,
+              facts=[{"type": "canary", "pid": c.get("pid"), "value": c.get("value")} for c in damaged[:3]
+                     if c.get("pid") is not None and c.get("value") is not None])
     protector = sc.get("stack_protector") or {}
     if protector.get("function"):
         d.add("stack", f"__stack_chk_fail called from {protector['function']} (frame #{protector.get('index')}): "
               "its stack-protector canary was overwritten", "drgn unwind of the dump",
-              0.15 if d.category == "stack-corruption" else 0.0)
+              0.15 if d.category == "stack-corruption" else 0.0,
+              facts=[_frame_fact(report, protector.get("index"))] + [
+                  _frame_fact(report, f.index) for f in report.frames if f.function == "__stack_chk_fail"][:1])
         if d.category == "stack-corruption" and current:
             _guilty_at(d, report, protector.get("index"), protector["function"])
     if sc.get("trace_trustworthy") is False:
@@ -397,9 +671,10 @@ def decide(report: Report) -> Verdict:
             d.category = "bad-page-fault"
         if d.category != "unknown":
             d.add("instruction", "category inferred from the decoded fault (no crash record in the log)",
-                  "dump state", 0.35)
+                  "dump state", 0.35, facts=_instruction_facts(report.fault))
     if how in _DUMP_MODE_CATEGORY and d.category == _DUMP_MODE_CATEGORY[how] and primary is not None:
-        d.add("state", f"dump state agrees: {summary['how']['description']}", "crashed stack", 0.1)
+        d.add("state", f"dump state agrees: {summary['how']['description']}", "crashed stack", 0.1,
+              facts=_how_facts(report))
     _stack_category(d, report)
 
     # 2. The guilty frame: from the crashed stack when the primary record is this crash,
@@ -414,12 +689,18 @@ def decide(report: Report) -> Verdict:
             rip = (primary.get("rip") or {}).get("function")
             if rip and d.guilty is not None:
                 if base_name(rip) == d.function:
-                    d.add("stack", f"crashed stack's {'exception frame' if d.guilty.interrupted else 'frame'} "
-                          f"is in {d.function}, as the oops's RIP says", "drgn unwind of the dump", 0.15)
+                    kind = ((d.guilty.event or {}).get("frame_words") or "pt_regs frame") \
+                        if d.guilty.interrupted else "frame"
+                    d.add("stack", f"crashed stack's {kind} is in {d.function}, as the log's RIP line says",
+                          "drgn unwind of the dump", 0.15,
+                          facts=[{"type": "frame", "index": d.guilty.index, "function": d.guilty.function}])
                 elif report.frames and base_name(report.frames[0].function) == base_name(rip):
-                    d.add("stack", f"exception frame {rip} matches the oops's RIP", "drgn unwind", 0.1)
+                    d.add("stack", f"exception frame {rip} matches the log's RIP line", "drgn unwind", 0.1,
+                          facts=[_frame_fact(report, 0)])
             elif d.guilty is not None and primary.get("kind") == "panic":
-                d.add("stack", f"panic() called from {d.function}", "drgn unwind of the dump", 0.15)
+                d.add("stack", f"panic() called from {d.function}", "drgn unwind of the dump", 0.15,
+                      facts=[_frame_fact(report, d.guilty.index)] + [
+                          _frame_fact(report, f.index) for f in report.frames if f.function == "panic"][:1])
     elif primary is not None:
         _guilty_from_record(d, primary)
         fault = report.fault or {}
@@ -449,6 +730,7 @@ def decide(report: Report) -> Verdict:
         _log_ending(d, report)
     _stack_evidence(d, report, current)
     _fault_evidence(d, report)
+    _interrupt_evidence(d, report)
     _memory_corruption(d, report, primary)
     if d.guilty is not None and d.guilty.source:
         d.score += 0.05
@@ -460,8 +742,11 @@ def decide(report: Report) -> Verdict:
     culprit = _culprit(report, d.module)
     if culprit:
         words = ", ".join(culprit["taint_names"]) or "no taints"
-        d.add("module", f"guilty code is in module {d.module} ({words})", "module list")
+        d.add("module", f"guilty code is in module {d.module} ({words})", "module list",
+              facts=[{"type": "module", "name": d.module, "taints": culprit.get("taints") or ""}])
 
+    _log_facts(d, report)
+    _mark_unchecked(d)
     if d.category == "unknown":
         d.score = min(d.score, 0.3)
     confidence, missing = _what_was_missing(min(0.99, d.score), report)
@@ -496,11 +781,14 @@ def _memory_corruption(d: _Decision, report: Report, primary: dict | None) -> No
         if list_record:
             d.add("log", list_record["headline"], "CONFIG_DEBUG_LIST check", 0.1)
         return
+    _freed_object_evidence(d, report)
     poison = (report.fault or {}).get("poison") or ""
     if d.category == "general-protection-fault" and poison.startswith("slab free poison"):
         d.category, d.variant = "memory-corruption", "use-after-free"
         d.add("memory", "the bad pointer was read from a freed slab object (free poison 0x6b): use-after-free",
-              "register value", 0.05)
+              "register value", 0.05,
+              facts=_register_facts(report.fault, [report.fault["bad_register"]])
+              if report.fault.get("bad_register") else [])
 
 
 # Confidence lost for what the analysis could not see, taken off the evidence's score
@@ -600,6 +888,9 @@ def _explain(d: _Decision, report: Report) -> str | None:
         return hang
     f = report.fault or {}
     where = f"{d.function}()" if d.function else "unknown code"
+    target = f.get("call_target") or {}
+    if f.get("invalid_pc") and target.get("expression"):
+        return f"{where} called through a function pointer: {_call_target_text(target)}."
     if d.category == "null-pointer-dereference":
         acc = {"write": "wrote to", "read": "read from"}.get(f.get("access") or "", "accessed")
         addr = f.get("fault_address", f.get("effective_address"))
@@ -618,6 +909,11 @@ def _explain(d: _Decision, report: Report) -> str | None:
             f", a poison value: {f['poison']}." if f.get("poison") else ".")
     if d.category == "bad-page-fault":
         ident = f" ({f['identity']})" if f.get("identity") else ""
+        ec = f.get("error_code") or {}
+        if ec.get("fault_kind") == "permission fault" or (ec.get("present") and ec.get("write")):
+            # a present page the access may not make: ESR_EL1's permission fault, x86's P+W bits
+            return (f"{where} wrote to {_hex(f.get('fault_address'))}{ident}, which is mapped "
+                    "read-only (a permission fault on a present page).")
         return f"{where} touched {_hex(f.get('fault_address'))}{ident}, which has no valid mapping."
     if d.category in ("bug-assertion", "warning-escalated") and (f.get("bug") or {}).get("file"):
         b = f["bug"]
@@ -654,7 +950,12 @@ def _explain(d: _Decision, report: Report) -> str | None:
             asked = f" (an order-{m.group(1)} allocation)" if m else ""
         return f"{where} kept allocating{asked} until memory ran out; panic_on_oom made the OOM a panic."
     if d.category == "memory-corruption" and d.variant == "use-after-free":
-        return f"{where} followed a pointer read from a freed slab object (free poison 0x6b…): use-after-free."
+        obj = f.get("slab_object") or {}
+        who = ""
+        if (obj.get("free") or {}).get("by") and (obj.get("alloc") or {}).get("by"):
+            who = (f" The object ({obj.get('cache')}) was last freed by {obj['free']['by']}() and last "
+                   f"allocated by {obj['alloc']['by']}().")
+        return f"{where} followed a pointer read from a freed slab object (free poison 0x6b…): use-after-free.{who}"
     if d.category == "memory-corruption" and d.variant == "list":
         lst = next((r for r in records if r.get("kind") == "list-corruption"), None)
         return f"{where} added to a list whose links were already corrupted" + (
