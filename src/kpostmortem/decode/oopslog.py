@@ -273,7 +273,7 @@ _H_ARM_NULL = re.compile(
 _H_ARM_PF = re.compile(r"Unable to handle kernel [\w \-]+ at virtual address (" + _HEX + ")")
 # Every headline below contains one of these: a cheap test before trying them one by one.
 _HEADLINE_WORDS = re.compile(
-    r"BUG|Kernel panic|\[#\d|Unable to handle kernel|PANIC: |WARNING: |LOCKUP|INFO: |"
+    r"BUG|Kernel panic|\[#\d|Unable to handle kernel|PANIC: |WARNING: |LOCKUP|INFO: |Insufficient stack|"
     r"oom-killer|ut of memory|list_|Trigger a crash|Hardware Error|UBSAN: "
 )
 _FAULT_HEADLINES = (
@@ -285,6 +285,9 @@ _FAULT_HEADLINES = (
     (_H_ARM_PF, "page-fault"),
 )
 _H_GUARD = re.compile(r"BUG: (?:(\S+) )?stack guard page was hit at (\S+)")
+# arm64 (arch/arm64/kernel/traps.c panic_bad_stack): the exception that found SP off the task
+# stack runs on the per-CPU overflow stack and panics "kernel stack overflow".
+_H_ARM_OVERFLOW = re.compile(r"^Insufficient stack space to handle exception!")
 _H_DF = re.compile(r"PANIC: double fault, error_code: (0x" + _HEX + ")")
 _H_KBUG = re.compile(r"kernel BUG at (.+?):(\d{1,18})!")
 _H_KBUG_NOINFO = re.compile(r"Kernel BUG at (\S+) \[verbose debug info unavailable\]")
@@ -937,7 +940,7 @@ def _headline(body: str) -> _Headline | None:
                 b.fault_address = address
 
             return _Headline(kind, fault)
-    m = _H_GUARD.search(body)
+    m = _H_GUARD.search(body) or _H_ARM_OVERFLOW.search(body)
     if m is not None:
         return _Headline("stack-guard")
     m = _H_DF.search(body)
@@ -1062,7 +1065,8 @@ def _escalation_targets(message: str) -> Callable[[_Builder], bool] | None:
         return lambda b: b.kind == "oom"
     if "machine check" in msg:
         return lambda b: b.kind == "mce"
-    if "machine halted" in msg or "stack guard" in msg or "double fault" in msg:
+    if "machine halted" in msg or "stack guard" in msg or "double fault" in msg \
+            or "kernel stack overflow" in msg:
         return lambda b: b.kind in ("stack-guard", "double-fault") or b.oops_number is not None
     if "fatal exception" in msg or "attempted to kill" in msg or msg.startswith("oops"):
         return lambda b: b.oops_number is not None or b.kind in OOPS_KINDS
@@ -1083,6 +1087,7 @@ _PANIC_MESSAGE_KINDS = (
     ("deadlocked on memory", "oom"),
     ("machine check", "mce"),
     ("stack guard", "stack-guard"),
+    ("kernel stack overflow", "stack-guard"),     # arm64's panic_bad_stack()
     ("double fault", "double-fault"),
 )
 

@@ -5,14 +5,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import drgn
 from drgn.helpers.common.type import member_at_offset
 
+from kpostmortem import arch as arches
+from kpostmortem.arch import aarch64
 from kpostmortem.decode.cpuevent import event_of_entry
-from kpostmortem.decode.disasm import Instruction, decode_window, effective_address, register_family
+from kpostmortem.decode.disasm import Instruction, register_family
 from kpostmortem.decode.faultclass import classify_address, decode_pf_error_code, recognize_poison
 from kpostmortem.decode.regabi import Abi, abi
 from kpostmortem.helpers.modules import module_of_address
@@ -165,7 +168,32 @@ def exception_frame_index(trace: Sequence[drgn.StackFrame]) -> int | None:
             return None  # user space below the syscall: its pt_regs are not a kernel exception
         if frame.interrupted and not is_kdump_capture_frame(frame):
             return i
+    # arm64: a frame right after an EL1 vector's entry code took the exception; drgn reached
+    # it through the frame record in pt_regs, so it is not marked interrupted (exception_registers)
+    for i in range(n - 1):
+        if (trace[i].name or "") in aarch64.EXCEPTION_VECTORS:
+            return i + 1
     return None
+
+
+def exception_registers(prog: drgn.Program, trace: Sequence[drgn.StackFrame], idx: int) -> dict[str, int]:
+    """The registers at the exception frame ``idx``: drgn's for an interrupted frame, else
+    (arm64, see exception_frame_index) the pt_regs whose frame record the vector entry
+    frame before it points at: ``x29 - offsetof(struct pt_regs, stackframe)``."""
+    frame = trace[idx]
+    if frame.interrupted or idx == 0:
+        return {k.lower(): v for k, v in frame.registers().items()}
+    try:
+        pt_regs_type = prog.type("struct pt_regs")
+        fp = trace[idx - 1].register("x29")
+        regs = drgn.Object(prog, pt_regs_type, address=fp - drgn.offsetof(pt_regs_type, "stackframe"))
+        out = {f"x{n}": int(regs.regs[n]) for n in range(31)}
+        out |= {"sp": int(regs.sp), "pstate": int(regs.pstate)}
+        if int(regs.pc) != frame.pc:
+            raise ValueError("pt_regs.pc is not the frame's PC")
+        return out
+    except (LookupError, ValueError, drgn.FaultError):
+        return {k.lower(): v for k, v in frame.registers().items()}
 
 
 def read_code(prog: drgn.Program, pc: int, before: int = CODE_BEFORE, after: int = CODE_AFTER) -> tuple[bytes, int]:
@@ -565,12 +593,34 @@ def _pc_in_text(prog: drgn.Program, pc: int) -> bool:
         return False
 
 
+def program_arch(prog: drgn.Program):
+    """The arch/ module of the dump's architecture (kpostmortem.arch.x86_64, .aarch64)."""
+    platform = prog.platform
+    return arches.get(platform.arch.name if platform is not None else None)
+
+
+def pac_mask(prog: drgn.Program) -> int | None:
+    """KERNELPACMASK from VMCOREINFO: the bits of a signed kernel code pointer that hold its
+    pointer authentication code (arm64 with PAC), else None."""
+    try:
+        text = prog["VMCOREINFO"].string_().decode()
+    except (KeyError, LookupError, drgn.FaultError, AttributeError):
+        try:
+            text = prog.read(int(prog["vmcoreinfo_data"]), 4096).split(b"\0")[0].decode()
+        except (KeyError, LookupError, drgn.FaultError, ValueError):
+            return None
+    for line in text.splitlines():
+        if line.startswith("NUMBER(KERNELPACMASK)="):
+            return int(line.split("=", 1)[1], 0)
+    return None
+
+
 def instruction_window(prog: drgn.Program, pc: int, before: int = 6,
                        after: int = 4) -> tuple[list[Instruction], int | None, list[dict]]:
     """Decode the instructions around ``pc`` from the dump, kept inside pc's function:
     (instructions, index of the one at pc or None, their report dicts). Raises FaultError."""
     code, start = read_code(prog, pc)
-    insns, at = decode_window(code, start, pc, before=before, after=after)
+    insns, at = program_arch(prog).decode_window(code, start, pc, before=before, after=after)
     if at is not None:
         insns, at = _same_function(prog, insns, at)
     return insns, at, [_insn_dict(prog, insn, i == at) for i, insn in enumerate(insns)]
@@ -611,7 +661,7 @@ def explain_fault(
     first = idx
     while first > 0 and trace[first - 1].is_inline and trace[first - 1].pc == frame.pc:
         first -= 1
-    regs = {k.lower(): v for k, v in frame.registers().items()}
+    regs = exception_registers(prog, trace, idx)
     ex = explain_fault_at(prog, frame.pc, regs, trace=trace, frame_range=(first, idx),
                           fault_address=fault_address, fault_address_source=fault_address_source,
                           error_code=error_code)
@@ -652,7 +702,10 @@ def explain_fault_at(
         fault_address=fault_address,
         fault_address_source=fault_address_source,
     )
-    if error_code is not None:
+    cpu = program_arch(prog)
+    if error_code is not None and cpu.NAME == "aarch64":
+        ex.error_code = cpu.decode_esr(error_code).to_dict()   # ESR_EL1, not an x86 #PF code
+    elif error_code is not None:
         ex.error_code = asdict(decode_pf_error_code(error_code)) | {
             "text": decode_pf_error_code(error_code).describe()
         }
@@ -663,13 +716,16 @@ def explain_fault_at(
         ex.invalid_pc = True
         ex.address_class = asdict(classify_address(pc, va_bits=ex.va_bits))
         try:
-            ret = prog.read_u64(regs["rsp"])
+            # x86's call pushed the return address; arm64's bl/blr left it in lr (unsigned
+            # there: only a saved copy on the stack carries a PAC, stripped all the same)
+            ret = cpu.strip_pac(regs[cpu.LINK_REGISTER], pac_mask(prog)) if cpu.LINK_REGISTER \
+                else prog.read_u64(regs["rsp"])
             sym = prog.symbol(ret)
             ex.caller = {
                 "function": sym.name,
                 "symbol": _symbolize(prog, ret),
                 "return_address": ret,
-                "source": _source_of(prog, ret - 1),
+                "source": _source_of(prog, ret - (4 if cpu.LINK_REGISTER else 1)),
                 "module": module_of_address(prog, ret),
             }
         except (KeyError, LookupError, drgn.FaultError):
@@ -689,9 +745,7 @@ def explain_fault_at(
         return ex
     insn = insns[trap]
     ex.trapping_instruction = f"{insn.mnemonic} {insn.op_str}".strip()
-    from kpostmortem.decode.disasm import is_ud2
-
-    ex.is_ud2 = is_ud2(insn)
+    ex.is_ud2 = cpu.is_bug_trap(insn)     # ud2 on x86, brk #0x800 on arm64
     if ex.is_ud2:
         try:
             ex.bug = bug_entry_at(prog, pc)
@@ -704,10 +758,11 @@ def explain_fault_at(
     ex.base_register = mem.base
     ex.index_register = mem.index
     ex.displacement = mem.disp
-    ops = [o.strip() for o in insn.op_str.split(",")]
+    ops = [o.strip() for o in insn.op_str.split(",")] if cpu.NAME == "x86_64" else \
+        re.findall(r"\[[^\]]*\]!?", insn.op_str)
     ex.operand = next((o for o in ops if "[" in o), None)
     next_pc = insn.address + insn.size
-    ex.effective_address = effective_address(mem, regs, next_pc=next_pc)
+    ex.effective_address = cpu.effective_address(mem, regs, next_pc=next_pc)
     target = ex.fault_address if ex.fault_address is not None else ex.effective_address
     if ex.fault_address is not None and ex.effective_address is not None:
         ex.address_matches = ex.fault_address == ex.effective_address
@@ -726,7 +781,7 @@ def explain_fault_at(
     # the effective address bad.
     for reg in (mem.base, mem.index):
         if reg and reg not in ("rip",):
-            family = register_family(reg)
+            family = cpu.register_family(reg)
             value = regs.get(family)
             if value is None:
                 continue
@@ -735,10 +790,11 @@ def explain_fault_at(
             ex.poison = recognize_poison(value)
             break
     if trace is not None and ex.bad_register_value is not None and mem.base \
-            and ex.bad_register == register_family(mem.base):
+            and ex.bad_register == cpu.register_family(mem.base):
         ex.suspects = _pointer_suspects(trace, first, idx, ex.bad_register_value, mem.disp, mem.size)
     if ex.bad_register:
-        ex.origin = pointer_origin(prog, trace or [], insns, trap, ex.bad_register, regs, first, idx)
+        ex.origin = pointer_origin(prog, trace or [], insns, trap, ex.bad_register, regs, first, idx,
+                                   arch=cpu.NAME)
     ex.slab_object = _freed_object(prog, ex)
     return ex
 

@@ -756,16 +756,35 @@ def _x86_64_irq_stack(prog: drgn.Program, cpu: int) -> list[StackRange]:
     return out
 
 
+def _aarch64_cpu_stacks(prog: drgn.Program, cpu: int) -> list[StackRange]:
+    """arm64's per-CPU IRQ stack (``irq_stack_ptr``: its base, IRQ_STACK_SIZE == THREAD_SIZE)
+    and overflow stack (``overflow_stack``, where an exception that finds SP off the task
+    stack runs panic_bad_stack())."""
+    out: list[StackRange] = []
+    base = int(per_cpu(prog["irq_stack_ptr"], cpu))
+    if base:
+        out.append(StackRange("irq", "IRQ", base, base + thread_size(prog), cpu))
+    try:
+        overflow = per_cpu(prog["overflow_stack"], cpu)
+        start = int(overflow.address_of_())
+        out.append(StackRange("exception", "overflow", start, start + drgn.sizeof(overflow), cpu))
+    except LookupError:
+        pass  # CONFIG_VMAP_STACK=n: no overflow stack
+    return out
+
+
 def cpu_stacks(prog: drgn.Program, cpu: int) -> list[StackRange]:
-    """A CPU's own stacks: the IRQ stack and the exception (IST) stacks, each with the guard
-    page below it when there is one. x86-64 only; other architectures give an empty list.
+    """A CPU's own stacks: the IRQ stack and the exception stacks (x86-64's IST stacks, arm64's
+    overflow stack), each with the guard page below it when there is one. Other
+    architectures give an empty list.
 
     :param cpu: CPU number
     """
-    if prog.platform is None or prog.platform.arch != drgn.Architecture.X86_64:
-        return []
+    arch = prog.platform.arch if prog.platform is not None else None
+    parts = {drgn.Architecture.X86_64: (_x86_64_irq_stack, _x86_64_exception_stacks),
+             drgn.Architecture.AARCH64: (_aarch64_cpu_stacks,)}.get(arch, ())
     out: list[StackRange] = []
-    for part in (_x86_64_irq_stack, _x86_64_exception_stacks):
+    for part in parts:
         try:
             out.extend(part(prog, cpu))
         except (LookupError, drgn.FaultError):
@@ -830,6 +849,12 @@ def _sp(frame: drgn.StackFrame) -> int | None:
     try:
         return frame.sp
     except LookupError:
+        pass
+    try:
+        # arm64 frames drgn unwound through frame records know x29, not sp: the record sits
+        # at the bottom of the frame, so it places the frame on its stack just as well
+        return frame.register("x29")
+    except (LookupError, ValueError):
         return None
 
 
@@ -1234,9 +1259,18 @@ def text_addresses_in(prog: drgn.Program, start: int, end: int,
     data = _read_prefix(prog, start, end - start, _page_size(prog))
     known = set(trace_pcs)
     x86 = prog.platform is not None and prog.platform.arch == drgn.Architecture.X86_64
+    arm64 = prog.platform is not None and prog.platform.arch == drgn.Architecture.AARCH64
+    if arm64:
+        from kpostmortem.arch import aarch64
+        from kpostmortem.helpers.fault import pac_mask
+
+        mask = pac_mask(prog)
     scan = StackScan(start, end)
     for off in range(0, len(data) - word + 1, word):
         value = int.from_bytes(data[off : off + word], order)
+        if arm64:
+            # saved return addresses are signed (paciasp): strip the PAC to see the address
+            value = aarch64.strip_pac(value, mask)
         if value < (1 << 63):
             continue
         try:
@@ -1249,6 +1283,11 @@ def text_addresses_in(prog: drgn.Program, start: int, end: int,
         if x86:
             try:
                 after_call = _follows_call(prog.read(value - 7, 7))
+            except drgn.FaultError:
+                after_call = None
+        elif arm64:
+            try:
+                after_call = any(i.is_call for i in aarch64.decode(prog.read(value - 4, 4), value - 4))
             except drgn.FaultError:
                 after_call = None
         scan.entries.append(TextAddress(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import drgn
 
+from kpostmortem import arch as arches
 from kpostmortem.errors import DebugInfoError, DumpError
 from kpostmortem.inputs.elfinfo import ELF_MAGIC, DumpHeader, build_id, read_dump_header, vmlinux_candidates
 from kpostmortem.inputs.nodwarf import DegradedState, enable_degraded
@@ -325,6 +326,14 @@ def open_dump(
         raise DumpError(f"{path}: damaged kdump header: {'; '.join(header.problems)}",
                         hint="copy the dump again; if the copy is good, the capture failed")
 
+    if not arches.supported(header.machine):
+        # Say it plainly rather than guess: our fault decoding, frames and stacks are per
+        # architecture (arch/). What the header tells is still shown.
+        known = f"{arches.canonical_name(header.machine)} kernel dump" + \
+            (f" of {header.release}" if header.release else "")
+        raise DumpError(f"{path}: {known}: architecture not supported yet",
+                        hint=f"kpostmortem analyses {' and '.join(arches.SUPPORTED)}; drgn can still "
+                             f"open it: drgn -c {path} -s VMLINUX")
     prog = drgn.Program()
     try:
         prog.set_core_dump(path)

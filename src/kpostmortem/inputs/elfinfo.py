@@ -13,6 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kpostmortem import arch as arches
+from kpostmortem.arch import x86_64
+
 __all__ = [
     "DumpHeader",
     "PrStatus",
@@ -113,12 +116,7 @@ MAX_NOTES_BYTES = 1 << 24
 # x86-64 struct elf_prstatus: pr_pid at 32, pr_reg (struct user_regs_struct) at 112.
 _PRSTATUS_PID_OFFSET = 32
 _PRSTATUS_REG_OFFSET = 112
-# user_regs_struct order; the first 21 are struct pt_regs, under drgn's register names.
-X86_64_PRSTATUS_REGS = (
-    "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
-    "rsi", "rdi", "orig_rax", "rip", "cs", "rflags", "rsp", "ss", "fs_base", "gs_base", "ds",
-    "es", "fs", "gs",
-)
+X86_64_PRSTATUS_REGS = x86_64.PRSTATUS_REGS   # user_regs_struct, under drgn's register names
 
 
 @dataclass(frozen=True)
@@ -130,7 +128,7 @@ class PrStatus:
     pid: int
     """pr_pid: the pid of the task that was current on that CPU (0 for idle)."""
     registers: dict[str, int]
-    """Register name (drgn's x86-64 names: rip, rsp, rbp, …) → value."""
+    """Register name (drgn's: rip, rsp, rbp… on x86-64; x0–x30, sp, pc, pstate on arm64) → value."""
 
 
 def parse_elf_notes(data: bytes, limit: int = 4096) -> list[tuple[str, int, bytes]]:
@@ -156,15 +154,17 @@ def parse_elf_notes(data: bytes, limit: int = 4096) -> list[tuple[str, int, byte
 
 
 def parse_prstatus(desc: bytes, cpu: int = 0, machine: str | None = "x86_64") -> PrStatus | None:
-    """Decode an x86-64 NT_PRSTATUS descriptor, or None if it is too short or another arch."""
-    if machine not in (None, "x86_64"):
+    """Decode an NT_PRSTATUS descriptor of x86-64 or arm64 (pr_pid and pr_reg sit at the same
+    offsets in both), or None if it is too short or of another architecture."""
+    if not arches.supported(machine):
         return None
-    need = _PRSTATUS_REG_OFFSET + 8 * len(X86_64_PRSTATUS_REGS)
+    names = arches.get(machine).PRSTATUS_REGS
+    need = _PRSTATUS_REG_OFFSET + 8 * len(names)
     if len(desc) < need:
         return None
     (pid,) = struct.unpack_from("<i", desc, _PRSTATUS_PID_OFFSET)
-    values = struct.unpack_from(f"<{len(X86_64_PRSTATUS_REGS)}Q", desc, _PRSTATUS_REG_OFFSET)
-    return PrStatus(cpu, pid, dict(zip(X86_64_PRSTATUS_REGS, values, strict=True)))
+    values = struct.unpack_from(f"<{len(names)}Q", desc, _PRSTATUS_REG_OFFSET)
+    return PrStatus(cpu, pid, dict(zip(names, values, strict=True)))
 
 
 def _prstatus_notes(data: bytes, machine: str | None) -> tuple[PrStatus, ...]:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import drgn
 
+from kpostmortem import arch as arches
 from kpostmortem.inputs.elfinfo import DumpHeader, PrStatus
 
 if TYPE_CHECKING:  # imported where used: open_dump imports this module before the analysis needs oopslog
@@ -151,7 +152,11 @@ def crashed_cpu(prog: drgn.Program, prstatus: Sequence[PrStatus]) -> PrStatus | 
     return prstatus[0] if prstatus else None
 
 
-def _pt_regs_type(prog: drgn.Program) -> drgn.Type:
+def _arch(prog: drgn.Program):
+    return arches.get(prog.platform.arch.name if prog.platform is not None else None)
+
+
+def _pt_regs_type(prog: drgn.Program, names: Sequence[str] = _PT_REGS) -> drgn.Type:
     u64 = prog.int_type("unsigned long", 8, False)
     return prog.struct_type("pt_regs", 8 * len(_PT_REGS),
                             [drgn.TypeMember(u64, name, 64 * i) for i, name in enumerate(_PT_REGS)])
@@ -166,8 +171,13 @@ def stack_from_prstatus(prog: drgn.Program, pr: PrStatus, kernel_range: tuple[in
     """
     from drgn.helpers.linux.stack import LinuxKernelStack, StackKind, StackSegment
 
+    cpu = _arch(prog)
+
     def unwind(registers: dict[str, int]) -> list:
-        regs = drgn.Object(prog, _pt_regs_type(prog), value={n: registers[n] for n in _PT_REGS})
+        regs = drgn.Object(prog, _pt_regs_type(prog, cpu.PT_REGS),
+                           value={n: registers[n] for n in cpu.PT_REGS})
+        if cpu.LINK_REGISTER:
+            return _frame_records(prog, cpu, registers, regs)
         out = []
         for frame in prog.stack_trace(regs):
             if len(out) >= MAX_FRAMES:
@@ -178,18 +188,57 @@ def stack_from_prstatus(prog: drgn.Program, pr: PrStatus, kernel_range: tuple[in
         return out
 
     frames = unwind(pr.registers)
-    pc, sp = pr.registers["rip"], pr.registers["rsp"]
+    pc, sp = pr.registers[cpu.PROGRAM_COUNTER], pr.registers[cpu.STACK_POINTER]
     if kernel_range is not None and frames and not kernel_range[0] <= pc < kernel_range[1] and not _readable(prog, pc):
         # A call through a bad pointer (NULL, garbage): no code at the PC, but the call left
-        # its return address on top of the stack. Go on from the caller.
-        try:
-            ret = int.from_bytes(prog.read(sp, 8), "little")
-        except drgn.FaultError:
-            ret = None
+        # its return address on top of the stack (x86) or in the link register (arm64). Go
+        # on from the caller.
+        if cpu.LINK_REGISTER:
+            ret, after = pr.registers[cpu.LINK_REGISTER], {}
+        else:
+            try:
+                ret = int.from_bytes(prog.read(sp, 8), "little")
+            except drgn.FaultError:
+                ret = None
+            after = {cpu.STACK_POINTER: (sp + 8) & _U64}
         if ret is not None and _readable(prog, ret):
-            caller = unwind({**pr.registers, "rip": ret, "rsp": (sp + 8) & _U64})
+            caller = unwind({**pr.registers, cpu.PROGRAM_COUNTER: ret, **after})
             frames = frames[:1] + [_ReturnFrame(f) if i == 0 else f for i, f in enumerate(caller)]
     return LinuxKernelStack(prog, [StackSegment(StackKind.UNKNOWN, frames[:MAX_FRAMES])])
+
+
+def _frame_records(prog: drgn.Program, cpu, registers: dict[str, int], regs: drgn.Object) -> list:
+    """arm64 without DWARF (no ORC there): the frame at the PC, then the chain of frame records
+    (x29 → [previous x29, return address]), each return address stripped of its pointer
+    authentication code (VMCOREINFO's KERNELPACMASK): drgn's own fallback stops at the first
+    signed one."""
+    out = list(prog.stack_trace(regs))[:1]
+    mask = _vmcoreinfo_int(_vmcoreinfo(prog), "NUMBER(KERNELPACMASK)")
+    fp, seen = registers["x29"], set()
+    while fp and fp not in seen and len(out) < MAX_FRAMES:
+        seen.add(fp)
+        try:
+            next_fp, lr = prog.read_u64(fp), prog.read_u64(fp + 8)
+        except drgn.FaultError:
+            break
+        ret = cpu.strip_pac(lr, mask)
+        if not ret or not _readable(prog, ret):
+            break
+        caller = {**registers, "pc": ret, "x29": next_fp, "x30": ret, "sp": (fp + 16) & _U64}
+        frame = next(iter(prog.stack_trace(drgn.Object(prog, regs.type_, value=caller))), None)
+        if frame is None:
+            break
+        out.append(_ReturnFrame(frame, prog))
+        fp = next_fp
+    return out
+
+
+def _vmcoreinfo(prog: drgn.Program) -> dict[str, str]:
+    try:
+        raw = prog["VMCOREINFO"].string_().decode(errors="replace")
+    except (KeyError, LookupError, drgn.FaultError):
+        return {}
+    return dict(line.split("=", 1) for line in raw.splitlines() if "=" in line)
 
 
 def _readable(prog: drgn.Program, addr: int) -> bool:
@@ -206,8 +255,16 @@ class _ReturnFrame:
 
     interrupted = False
 
-    def __init__(self, frame: drgn.StackFrame) -> None:
+    def __init__(self, frame: drgn.StackFrame, prog: drgn.Program | None = None) -> None:
         self._frame = frame
+        self._prog = prog
+
+    def symbol(self) -> drgn.Symbol:
+        """The calling function: a return address after a noreturn call at a function's end
+        is the next function's first byte, so look up pc - 1 (as drgn does for call frames)."""
+        if self._prog is None:
+            return self._frame.symbol()
+        return self._prog.symbol(self._frame.pc - 1)
 
     def __getattr__(self, name: str):
         return getattr(self._frame, name)

@@ -127,6 +127,12 @@ def _hex(v: int | None) -> str:
     return "?" if v is None else f"0x{v:x}"
 
 
+def _fault_address_register(fault: dict) -> str:
+    """Where the CPU put the faulting address: CR2 on x86-64, FAR_EL1 on arm64 (whose pt_regs
+    have a pstate)."""
+    return "FAR_EL1" if "pstate" in (fault.get("registers") or {}) else "CR2"
+
+
 def _rec_is_current(rec: dict, report: Report) -> bool:
     """Whether the log record describes the crash on the crashed task's stack."""
     task = report.crashed_task
@@ -226,10 +232,10 @@ def _fault_evidence(d: _Decision, report: Report) -> None:
             + _address_in_log(report, fa)
         if ea == fa:
             d.add("instruction", f"effective address {_hex(ea)} = reported fault address",
-                  "operand arithmetic on pt_regs vs CR2", 0.1, facts=facts)
+                  f"operand arithmetic on pt_regs vs {_fault_address_register(fault)}", 0.1, facts=facts)
         else:
             d.add("instruction", f"effective address {_hex(ea)} ≠ reported fault address {_hex(fa)}",
-                  "operand arithmetic on pt_regs vs CR2", -0.05, agrees=False,
+                  f"operand arithmetic on pt_regs vs {_fault_address_register(fault)}", -0.05, agrees=False,
                   facts=facts)
     cls = fault.get("address_class") or {}
     kind = cls.get("kind")

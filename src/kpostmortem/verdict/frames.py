@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from kpostmortem.arch import aarch64
 from kpostmortem.report import Frame
 
 __all__ = [
@@ -59,6 +60,11 @@ INTERRUPT_PLUMBING = frozenset({
     "ret_from_fork_asm",
 })
 
+# The other architectures' exception entry and reporting (arch/aarch64.py: el1h_64_sync,
+# do_mem_abort, bug_handler, the overflow stack's panic_bad_stack…); names never collide.
+PLUMBING = PLUMBING | aarch64.PLUMBING
+INTERRUPT_PLUMBING = INTERRUPT_PLUMBING | aarch64.INTERRUPT_PLUMBING
+
 # Scheduler, sleep, wait and lock primitives: for checks that fire inside schedule() and for
 # hangs, the suspect is the code that went to sleep.
 SCHEDULER = frozenset({
@@ -93,6 +99,7 @@ HELPERS = frozenset({
     "copy_from_user", "copy_to_user", "__list_add", "__list_del", "__list_del_entry", "list_add_tail",
     "list_del_init", "list_move", "list_move_tail", "hlist_del", "__hlist_del", "hlist_add_head",
     "kfree_sensitive",
+    "cpu_relax",    # a busy-wait's pause (arm64: yield, inlined with its own DWARF frame)
     "copy_user_generic_string", "copy_user_enhanced_fast_string", "rep_movs_alternative",
     "__list_add_valid", "__list_del_entry_valid", "__list_add_valid_or_report",
     "__list_del_entry_valid_or_report", "list_del", "list_add",
