@@ -50,8 +50,20 @@ if [ -n "$KPM_HOSTNAME" ]; then
 	hostname "$KPM_HOSTNAME" && echo "kpm-init: hostname $(hostname)"
 fi
 
-kexec -p /boot/vmlinuz --initrd=/boot/capture.cpio \
-	--append="console=ttyS0 irqpoll nr_cpus=1 reset_devices no_timer_check panic=-1 kpm.dump_format=$KPM_FORMAT kpm.dump_level=$KPM_LEVEL"
+# /etc/kpm-arch.env (guest.py, foreign architectures only): KPM_KEXEC_FLAGS, and
+# KPM_TEXT_OFFSET (_stext - _text) when kexec-tools needs a `_text` line that the
+# kernel's /proc/kallsyms lacks (arm64 6.1): add it on a copy bound over the file.
+[ -f /etc/kpm-arch.env ] && . /etc/kpm-arch.env
+if [ -n "$KPM_TEXT_OFFSET" ] && ! grep -q ' _text$' /proc/kallsyms; then
+	stext=$(sed -n 's/^\([0-9a-f]*\) [Tt] _stext$/\1/p' /proc/kallsyms)
+	lo=$(echo "$stext" | cut -c5-16)
+	{ printf '%s%012x T _text\n' "$(echo "$stext" | cut -c1-4)" $((0x$lo - KPM_TEXT_OFFSET))
+	  cat /proc/kallsyms; } > /tmp/kallsyms
+	mount --bind /tmp/kallsyms /proc/kallsyms && echo "kpm-init: _text added to /proc/kallsyms"
+fi
+console=$(sed -n 's/.*console=\([^ ]*\).*/\1/p' /proc/cmdline)
+kexec -p $KPM_KEXEC_FLAGS /boot/vmlinuz --initrd=/boot/capture.cpio \
+	--append="console=${console:-ttyS0} irqpoll nr_cpus=1 reset_devices no_timer_check panic=-1 kpm.dump_format=$KPM_FORMAT kpm.dump_level=$KPM_LEVEL"
 if [ "$(cat /sys/kernel/kexec_crash_loaded)" != 1 ]; then
 	echo "kpm-init: FAILED: the capture kernel is not loaded"
 	poweroff -f

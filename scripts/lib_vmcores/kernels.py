@@ -43,11 +43,22 @@ def load_series(path: Path = KERNELS_TOML) -> dict[str, dict]:
 
 SERIES = load_series()
 METAPACKAGES = {name: spec["metapackage"] for name, spec in SERIES.items()}
+# A series' `arch` (Debian's name; default the host's, amd64): a foreign architecture's
+# packages are fetched as NAME:ARCH (after `dpkg --add-architecture`), crashpoc is
+# cross-built, and its guests run under QEMU TCG (guest.py).
+HOST_ARCH = "amd64"
+CROSS_PREFIX = {"arm64": "aarch64-linux-gnu-"}
+
+
+def series_arch(series: str) -> str:
+    return SERIES[series].get("arch", HOST_ARCH)
+
 # --kernel-version SERIES=WANT for this run (set_kernel_versions), over kernels.toml.
 _overrides: dict[str, str] = {}
 
 CRASHPOC_SOURCES = ("crashpoc.c", "crashpoc_badsym.c", "Kbuild")
-CAPTURE_MODULES = ("virtio_blk", "virtio_pci")
+# the capture kernel's disk: virtio-pci on x86's q35/pc, virtio-mmio on arm64's virt
+CAPTURE_MODULES = {"amd64": ("virtio_blk", "virtio_pci"), "arm64": ("virtio_blk", "virtio_mmio")}
 
 
 class KernelError(RuntimeError):
@@ -187,12 +198,16 @@ def resolve(series: str) -> KernelPlan:
             log(f"[{series}] {spec['release']} ({spec['version']}) is gone from the archive; "
                 f"using {release} ({version}): update fixtures/vmcores/kernels.toml")
     plan = KernelPlan(series, release, version)
+    arch = series_arch(series)
+    q = f":{arch}" if arch != HOST_ARCH else ""
     headers = f"linux-headers-{release}"
     plan.packages = [
-        f"linux-image-{release}-unsigned={version}",
-        f"{headers}={version}",
-        f"linux-image-{release}-dbg={version}",
+        f"linux-image-{release}-unsigned{q}={version}",
+        f"{headers}{q}={version}",
+        f"linux-image-{release}-dbg{q}={version}",
     ]
+    # linux-headers-*-common is Architecture: all, and linux-kbuild (fixdep, modpost) must
+    # be the host's even when crashpoc is cross-built: both without a qualifier
     for dep, op, dver in _depends(apt_show(f"{headers}={version}")):
         if dep.startswith(("linux-headers-", "linux-kbuild-")):
             if op == "=":
@@ -218,6 +233,7 @@ class Kernel:
     release: str
     package_version: str
     gcc: str = "gcc-12"
+    arch: str = HOST_ARCH
     dbg_done: threading.Event = field(default_factory=threading.Event)
     dbg_error: str = ""
 
@@ -300,7 +316,7 @@ class Kernel:
                     visit(dep.replace("-", "_"))
             order.append((name, data))
 
-        for m in CAPTURE_MODULES:
+        for m in CAPTURE_MODULES[self.arch]:
             visit(m)
         return order
 
@@ -384,7 +400,7 @@ def _prepare(series: str, cache: Path, src_dir: Path) -> Kernel:
             raise KernelError(f"apt-get download did not produce {p}")
         files.append(f)
 
-    k = Kernel(series, root, plan.release, plan.package_version)
+    k = Kernel(series, root, plan.release, plan.package_version, arch=series_arch(series))
     dbg = [f for f in files if "-dbg_" in f.name]
     for f in files:
         if f in dbg or (stamps / f.name).exists():
@@ -416,7 +432,13 @@ def _prepare(series: str, cache: Path, src_dir: Path) -> Kernel:
     _fix_headers(k)
     cfg = (k.headers / ".config").read_text()
     m = re.search(r'^CONFIG_CC_VERSION_TEXT="(\S+)', cfg, re.M)
-    if m and shutil.which(m.group(1)):
+    if m and k.arch != HOST_ARCH:
+        # the config names the compiler the kernel was built with: the arm64 buildd's native
+        # gcc-12 (6.1) or already the cross one (6.12); cross-build with Debian's
+        # gcc-12-aarch64-linux-gnu (same version)
+        k.gcc = m.group(1) if m.group(1).startswith(CROSS_PREFIX[k.arch]) \
+            else CROSS_PREFIX[k.arch] + m.group(1)
+    elif m and shutil.which(m.group(1)):
         k.gcc = m.group(1)
     build_crashpoc(k, src_dir)
     meta_f.write_text(json.dumps({
@@ -428,6 +450,7 @@ def _prepare(series: str, cache: Path, src_dir: Path) -> Kernel:
 
 def _deb_for(debs: Path, spec: str) -> Path | None:
     name, _, version = spec.partition("=")
+    name = name.split(":")[0]     # NAME:ARCH
     # apt-get download escapes ':' in versions as %3a
     pat = f"{name}_{version.replace(':', '%3a')}_*.deb" if version else f"{name}_*.deb"
     found = sorted(debs.glob(pat))
@@ -461,7 +484,9 @@ def build_crashpoc(k: Kernel, src_dir: Path) -> None:
     k.crashpoc_dir.mkdir(parents=True)
     for name in CRASHPOC_SOURCES:
         shutil.copy2(src_dir / name, k.crashpoc_dir / name)
-    r = run(["make", "-C", str(k.headers), f"M={k.crashpoc_dir}", f"CC={k.gcc}",
+    cross = [f"ARCH={k.arch}", f"CROSS_COMPILE={CROSS_PREFIX[k.arch]}"] \
+        if k.arch != HOST_ARCH else []
+    r = run(["make", "-C", str(k.headers), f"M={k.crashpoc_dir}", f"CC={k.gcc}", *cross,
              "KBUILD_MODPOST_WARN=1", "modules"], check=False)
     if r.returncode != 0 or not k.crashpoc_ko.exists():
         raise KernelError(f"building crashpoc failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")

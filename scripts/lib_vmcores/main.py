@@ -36,7 +36,7 @@ CAPTURE_KEYS = ("kernel", "trigger", "followup", "format", "dump_level", "boot_a
 # "hangs": hang scenarios being brought up (issue 15), made only on request.
 # "scale": big inputs of the scaling benchmark only, made on request (--group scale
 # or --only NAME); no test reads them.
-GROUPS = ("corpus", "scale", "hangs")
+GROUPS = ("corpus", "scale", "hangs", "arm64")    # hangs: issue 15; arm64: the arm64 series, while brought up
 DEFAULT_GROUP = "corpus"
 MIN_MEMORY = 768    # MiB: crashkernel=256M comes out of it, and the first kernel needs the rest
 MAX_MEMORY = 16384

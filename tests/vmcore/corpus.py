@@ -44,7 +44,14 @@ DEFAULTS = {
 CORPUS = "corpus"
 SCALE = "scale"
 HANGS = "hangs"
-GROUPS = (CORPUS, SCALE, HANGS)
+ARM64 = "arm64"     # the arm64 series while it is brought up (made on request, like scale)
+GROUPS = (CORPUS, SCALE, HANGS, ARM64)
+
+
+def kernel_series() -> dict[str, dict]:
+    """The kernel series of fixtures/vmcores/kernels.toml: {name: {metapackage, arch…}}."""
+    with open(REPO / "fixtures" / "vmcores" / "kernels.toml", "rb") as f:
+        return tomllib.load(f)["series"]
 
 
 def cache_root() -> Path:
