@@ -299,7 +299,9 @@ def stuck_loop(prog: drgn.Program, trace: Sequence[drgn.StackFrame], index: int,
                                      "read_at": _symbolize(prog, ex.load if ex.load is not None else ex.setter)}
                                     | {f"dwarf_{k}": v for k, v in facts.items()})
                 e["poll"] = len(out["polls"]) - 1
-        e["text"] = condition_text(ex, name)
+        # Unnamed (no DWARF): the operand stands for the polled value, not the register it went to.
+        poll_operand = out["polls"][e["poll"]]["operand"] if e.get("poll") is not None else None
+        e["text"] = condition_text(ex, name or poll_operand)
         out["exits"].append(e)
     out["locks_held"] = _held_locks(prog, insns, loop, regs, pc, trace, first, index, arch)
     out["preempt_disabled"] = _preempt_disabled(prog, insns, loop)

@@ -23,11 +23,12 @@ def size_text(n: int | None) -> str:
 
 
 def event_mark(event: dict[str, Any] | None) -> str:
-    """The trace's mark for a pt_regs frame: "exception #PF", "interrupt", "NMI", "pt_regs"."""
+    """The trace's mark for a pt_regs frame: "#PF" (an exception's vector), "interrupt", "NMI",
+    "pt_regs" (kept short: the trace line must fit 100 columns)."""
     if not event:
         return "pt_regs"
     if event.get("kind") == "exception":
-        return f"exception {event.get('vector') or ''}".rstrip()
+        return event.get("vector") or "exception"
     return {"interrupt": "interrupt", "nmi": "NMI", "syscall": "syscall"}.get(event.get("kind") or "", "pt_regs")
 
 
@@ -116,13 +117,14 @@ def fault_title(fault: dict[str, Any]) -> str:
 def interrupted_lines(it: dict[str, Any]) -> tuple[str, list[str]]:
     """The interrupted-instruction section: (title suffix, lines): the window and the loop."""
     event = it.get("event") or {}
-    title = f"{it.get('function') or '?'} ({it.get('source') or '?'}) · stopped by a {event.get('name', 'interrupt')}"
+    title = f"{it.get('function') or '?'} ({it.get('source') or '?'})"
     polls = ((it.get("loop") or {}).get("polls") or [])
     comment = None
     if polls and polls[0].get("base_register"):
         p = polls[0]
         comment = f"{p['base_register']} = {hexa((it.get('registers') or {}).get(p['base_register']))}"
-    lines = insn_lines({"instructions": it.get("instructions") or [], "comment": comment})
+    lines = [f"  stopped by a {event.get('name', 'interrupt')} ({event.get('source', '?')})"]
+    lines += insn_lines({"instructions": it.get("instructions") or [], "comment": comment})
     lp = it.get("loop")
     if lp:
         lines.append(f"  {lp['text']}")

@@ -123,7 +123,8 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
         target = fault.get("call_target") or {}
         if target.get("expression"):
             member = f" ({target['struct']}, member `{target['member']}`)" if target.get("member") else ""
-            out.append(f"  through `{target['expression']}`{member} = {hexa(target.get('value'))}: `{target['call']}`")
+            out.extend(_wrap(f"  through `{target['expression']}`{member} = {hexa(target.get('value'))}: "
+                             f"`{target['call']}`"))
             for step in target.get("steps") or []:
                 if step.get("type") == "load":
                     out.append(f"    {step['instruction']}   ; loads `{step['member']}` of {step['struct']}")

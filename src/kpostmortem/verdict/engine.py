@@ -504,9 +504,11 @@ def _interrupt_evidence(d: _Decision, report: Report) -> None:
         poll = lp["polls"][e["poll"]] if e.get("poll") is not None else None
         if poll is None or not e.get("text"):
             continue
-        name = f"`{poll['name']}`" if poll.get("name") else f"{poll.get('operand')}"
+        named = bool(poll.get("name"))
+        name = f"`{poll['name']}` ({poll.get('operand')}, " if named else f"{poll.get('operand')} ("
         value = "?" if poll.get("value") is None else _hex(poll["value"])
-        base = f", {poll['base_register']} = {_hex(poll.get('base_value'))}" if poll.get("base_register") else ""
+        base = f"{poll['base_register']} = {_hex(poll.get('base_value'))}" if poll.get("base_register") else \
+            "rip-relative"
         facts = []
         if poll.get("base_register"):
             facts += _register_facts(it, [poll["base_register"]])
@@ -516,8 +518,9 @@ def _interrupt_evidence(d: _Decision, report: Report) -> None:
             facts.append({"type": "variable", "frame": it.get("frame_index"), "name": poll["dwarf_variable"],
                           "value": poll.get("base_value"), "member": poll.get("dwarf_member"),
                           "displacement": poll.get("displacement")})
-        d.add("memory", f"the loop polls {name} ({poll.get('operand')}{base}), which holds {value} in the dump; "
-              f"it exits only when {e['text']}", "saved registers + the dump's memory + DWARF",
+        d.add("memory", f"the loop polls {name}{base}), which holds {value} in the dump; "
+              f"it exits only when {e['text']}",
+              "saved registers + the dump's memory" + (" + DWARF" if named else ""),
               0.05 if stuck else 0.0, facts=facts)
     pre = lp.get("preempt_disabled")
     if pre:
