@@ -111,3 +111,12 @@ def test_the_task_an_interrupt_landed_on_is_not_part_of_an_interrupt_bug():
     lockup = report(["drv_spin", "vfs_write"], "sh")
     lockup["verdict"]["guilty_frame"] = 3
     assert [f["function"] for f in normalized_report(lockup)["stack"]["frames"]][-1] == "vfs_write"
+
+
+def test_an_out_of_tree_build_directory_is_not_part_of_the_bug():
+    from kpostmortem.render.normalize import mask
+
+    a = mask("kernel BUG at /root/.cache/kpostmortem/kernels/6.1/crashpoc/crashpoc.c:211!")
+    b = mask("kernel BUG at /home/ci/build/crashpoc/crashpoc.c:211!")
+    assert a == b == "kernel BUG at …/crashpoc.c:211!"
+    assert mask("kernel BUG at lib/list_debug.c:30!") == "kernel BUG at lib/list_debug.c:30!"

@@ -36,12 +36,16 @@ _TIME = re.compile(r"\b\d+\.\d+ ?s\b")
 _PID = re.compile(r"\b(pid|PID:?|CPU:?|CPU#)\s*\d+")
 _BRACKET = re.compile(r"\[([\w/:.-]*?):?\d+\]")
 _STUCK = re.compile(r"stuck for \d+s")
+# An out-of-tree module's __FILE__ is the absolute path it was built in (`kernel BUG at
+# /home/me/build/foo.c:211!`): the machine's, not the bug's. In-tree paths are relative.
+_ABS_SOURCE = re.compile(r"(?<![\w.~-])/(?:[\w.+~-]+/)+([\w.+~-]+\.(?:c|h|S|rs))\b")
 
 
 def mask(text: str | None) -> str | None:
     """Mask kernel addresses, durations, pids and CPU numbers in a line of text."""
     if text is None:
         return None
+    text = _ABS_SOURCE.sub(r"…/\1", text)
     text = _KADDR.sub("ADDR", text)
     text = _HEX16.sub(lambda m: m.group(0) if int(m.group(0), 16) < 0x10000 else "ADDR", text)
     text = _RIP_DISP.sub(r"[rip \1 DISP]", text)
