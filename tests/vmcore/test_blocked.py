@@ -70,9 +70,31 @@ def test_d_tasks_from_the_canary_sweep_are_the_ones_drgn_finds():
         assert {t["pid"] for t in blocked["tasks"]} <= expected, name
 
 
+def _task_walk_excluded(name: str) -> bool:
+    """Whether drgn's own walk over every task hits a page makedumpfile left out."""
+    import drgn
+    from drgn.helpers.linux.pid import for_each_task
+
+    from .corpus import open_program
+
+    try:
+        for task in for_each_task(open_program(name)):
+            task.pid.value_(), task.__state.value_()
+    except drgn.FaultError as e:
+        assert "excluded" in str(e).lower(), e
+        return True
+    return False
+
+
 def test_unreachable_tasks_fail_the_count_instead_of_guessing():
-    """6.12 at -d 31: the PID table is excluded; no D-task count is better than a wrong one."""
+    """6.12 at -d 31 (a makedumpfile older than the kernel): slab pages are misclassified and
+    left out, which ones depends on where the slab lay on that boot. When drgn's own task walk
+    hits one, no D-task count is better than a wrong one; when it does not, the count is drgn's."""
     report = report_of("null-write-d31")
     outcome = next(o for o in report["analyzers"] if o["name"] == "blocked-tasks")
-    assert outcome["status"] == "failed" and "excluded from the dump" in outcome["detail"]
-    assert not report["blocked_tasks"]
+    if _task_walk_excluded("null-write-d31"):
+        assert outcome["status"] == "failed" and "excluded from the dump" in outcome["detail"]
+        assert not report["blocked_tasks"]
+    else:
+        assert outcome["status"] == "ok", outcome
+        assert report["blocked_tasks"]["count"] == len(_d_state_pids_by_drgn("null-write-d31"))
