@@ -35,10 +35,18 @@ def canonical_name(machine: str | None) -> str | None:
     return _ALIASES.get(key, key)
 
 
+# Other architectures Linux runs on: a dump that names one of these is refused plainly. A
+# machine field that names none of them is damage, not an architecture (left to the reader).
+KNOWN = frozenset({*SUPPORTED, *_ALIASES.values(), "ppc", "ppc64", "ppc64le", "s390x", "riscv32",
+                   "riscv64", "i386", "arm", "mips", "mips64", "loongarch64", "sparc64", "parisc64",
+                   "alpha", "ia64", "m68k", "sh", "arc", "csky", "xtensa", "microblaze", "openrisc"})
+
+
 def supported(machine: str | None) -> bool:
-    """True when ``machine`` is analysed, or unknown (the dump's header did not say)."""
+    """False only for a dump that names another architecture Linux runs on; True when
+    ``machine`` is analysed, unknown, or not an architecture's name at all (damage)."""
     name = canonical_name(machine)
-    return name is None or name in SUPPORTED
+    return name is None or name in SUPPORTED or name not in KNOWN
 
 
 def get(machine: str | None) -> ModuleType:

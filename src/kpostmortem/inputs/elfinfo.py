@@ -156,9 +156,10 @@ def parse_elf_notes(data: bytes, limit: int = 4096) -> list[tuple[str, int, byte
 def parse_prstatus(desc: bytes, cpu: int = 0, machine: str | None = "x86_64") -> PrStatus | None:
     """Decode an NT_PRSTATUS descriptor of x86-64 or arm64 (pr_pid and pr_reg sit at the same
     offsets in both), or None if it is too short or of another architecture."""
-    if not arches.supported(machine):
-        return None
-    names = arches.get(machine).PRSTATUS_REGS
+    name = arches.canonical_name(machine)
+    if name is not None and name not in arches.SUPPORTED:
+        return None  # another architecture, or a damaged machine field
+    names = arches.get(name).PRSTATUS_REGS
     need = _PRSTATUS_REG_OFFSET + 8 * len(names)
     if len(desc) < need:
         return None
