@@ -120,3 +120,16 @@ def test_an_out_of_tree_build_directory_is_not_part_of_the_bug():
     b = mask("kernel BUG at /home/ci/build/crashpoc/crashpoc.c:211!")
     assert a == b == "kernel BUG at …/crashpoc.c:211!"
     assert mask("kernel BUG at lib/list_debug.c:30!") == "kernel BUG at lib/list_debug.c:30!"
+
+
+def test_whose_slab_tracks_an_object_carries_is_timing_not_the_bug():
+    def report(who: str) -> dict:
+        return {"fault": {"slab_object": {"cache": "kmalloc-32", "allocated": False,
+                                          "free": {"by": who, "stack": [who]}, "alloc": {"by": who}}},
+                "verdict": {"category": "memory-corruption", "evidence": [
+                    {"kind": "memory", "text": f"last freed by {who}() (pid 7, CPU 1): {who}.cold ← vfs_write"}],
+                    "explanation": f"The object was last freed by {who}() and last allocated by {who}()."}}
+    a, b = normalized_report(report("tomoyo_encode2")), normalized_report(report("crashpoc_queue_req"))
+    assert a == b
+    assert a["fault"]["slab_object"] == {"cache": "kmalloc-32", "free": {"recorded": True},
+                                         "alloc": {"recorded": True}}
