@@ -1,4 +1,13 @@
-"""Shared pytest options: --regen-golden rewrites the golden normalised reports."""
+"""Shared pytest options: --regen-golden rewrites the golden normalised reports.
+
+Every test starts with drgn's plugin switch as the session began: `kpostmortem analyze`
+run in-process (click's CliRunner) turns drgn's command plugins off in os.environ for the
+process and its children, which would leave a later test's plain `drgn` without them.
+"""
+
+import os
+
+import pytest
 
 
 def pytest_addoption(parser):
@@ -8,3 +17,13 @@ def pytest_addoption(parser):
         default=False,
         help="rewrite tests/golden/*.json from the current corpus instead of comparing",
     )
+
+
+@pytest.fixture(autouse=True)
+def _drgn_plugins_as_the_session_began():
+    before = os.environ.get("DRGN_DISABLE_PLUGINS")
+    yield
+    if before is None:
+        os.environ.pop("DRGN_DISABLE_PLUGINS", None)
+    else:
+        os.environ["DRGN_DISABLE_PLUGINS"] = before
