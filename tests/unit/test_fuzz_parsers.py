@@ -470,6 +470,17 @@ def test_fuzz_read_dump_header(data):
     check_read_dump_header(data)
 
 
+def test_elf_core_of_a_machine_pyelftools_does_not_name():
+    """Found by the fuzzer: e_machine 256 comes back from pyelftools as a number, not "EM_…"."""
+    data = bytes.fromhex(
+        "7f454c4602010000000000000000000004000001000000000000000000000000400000000000000000000000"
+        "0000000000000000000000010001000000000000040000000000000078000000000000000000000000000000"
+        "0000000000000000000000010000000000000000000000000000000000000000040000000000000001000000"
+        "434f5245"
+    )
+    check_read_dump_header(data)
+
+
 @FAST
 @given(_vmcoreinfo_text)
 def test_fuzz_parse_vmcoreinfo(data):

@@ -31,7 +31,7 @@ def canonical_name(machine: str | None) -> str | None:
     """"EM_AARCH64", "arm64", "aarch64" → "aarch64"; "EM_S390" → "s390x"; None stays None."""
     if not machine:
         return None
-    key = machine.strip().lower()
+    key = str(machine).strip().lower()
     return _ALIASES.get(key, key)
 
 

@@ -367,6 +367,8 @@ def _elf_header(f: io.BufferedReader, size: int) -> DumpHeader:
         if elf.header.e_type != "ET_CORE":
             return DumpHeader("elf", size, problems=(f"ELF file of type {elf.header.e_type}, not a core dump",))
         machine = elf.header.e_machine
+        if not isinstance(machine, str):  # pyelftools names the machines it knows, else the number
+            machine = f"EM_{machine}"
         arch = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64"}.get(machine, machine)
         for segment in elf.iter_segments():
             if segment.header.p_type == "PT_NOTE":
