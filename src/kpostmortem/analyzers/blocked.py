@@ -103,10 +103,11 @@ def run(ctx: Context, report: Report) -> None:
         sweep = ctx.canary_sweep
     except Exception:  # noqa: BLE001 - the stack checks report their own failure; walk here instead
         sweep = None
-    if sweep is not None and sweep.walk_errors:
-        # Some tasks were out of reach (pages excluded from the dump): a count of D tasks
-        # would be a guess. Fail as the walk failed, so the report names the excluded pages.
-        raise sweep.walk_errors[0]
+    if sweep is not None and (sweep.walk_errors or sweep.state_errors):
+        # Some tasks were out of reach, or their state was (pages excluded from the dump): a
+        # count of D tasks would be a guess. Fail as the reads failed, so the report names the
+        # excluded pages.
+        raise (sweep.walk_errors or sweep.state_errors)[0]
     blocked = blocked_tasks(ctx.prog, None if sweep is None else sweep.uninterruptible)
     named = {r.pid for r in ctx.log.records if r.kind == "hung-task" and r.pid is not None}
     timeout = hung_task_timeout(ctx.prog)

@@ -446,6 +446,9 @@ class CanarySweep:
     walk_errors: list[drgn.FaultError] = field(default_factory=list)
     """Read errors that kept tasks out of the walk (a PID, the PID table, the task list):
     when not empty, ``uninterruptible`` may miss some."""
+    state_errors: list[drgn.FaultError] = field(default_factory=list)
+    """Tasks reached whose state could not be read (their ``task_struct`` page is missing):
+    when not empty, ``uninterruptible`` may miss some too."""
 
     @property
     def tasks_per_second(self) -> float:
@@ -495,6 +498,16 @@ def is_uninterruptible(task: drgn.Object) -> bool:
         return False
 
 
+def _d_state(task: drgn.Object) -> bool | None:
+    """Whether ``task`` is in ``D`` state; None when its state cannot be read."""
+    try:
+        return bool(_state_word(task) & TASK_UNINTERRUPTIBLE) and task_state_to_char(task) == "D"
+    except drgn.FaultError:
+        return None
+    except (AttributeError, LookupError, ValueError):
+        return False
+
+
 def stack_end_canaries(prog: drgn.Program, limit: int = 1_000_000, keep_least: int = 3) -> CanarySweep:
     """Check the stack-end canary of every task, idle tasks included.
 
@@ -519,9 +532,19 @@ def stack_end_canaries(prog: drgn.Program, limit: int = 1_000_000, keep_least: i
         except drgn.FaultError as e:
             sweep.unreadable += 1
             errors.append(f"task 0x{task.value_():x}: {e}")
+            # The block read failed; the state word alone may still be readable.
+            d_state = _d_state(task)
+            if d_state is None:
+                sweep.state_errors.append(e)
+            elif d_state:
+                sweep.uninterruptible.append(task)
             continue
-        if word & TASK_UNINTERRUPTIBLE and is_uninterruptible(task):
-            sweep.uninterruptible.append(task)
+        if word & TASK_UNINTERRUPTIBLE:
+            d_state = _d_state(task)
+            if d_state is None:
+                sweep.state_errors.append(drgn.FaultError("task state unreadable", task.value_()))
+            elif d_state:
+                sweep.uninterruptible.append(task)
         if state.no_stack:
             sweep.no_stack += 1
         elif state.intact is None:
