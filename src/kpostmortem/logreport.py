@@ -82,7 +82,7 @@ def record_frames(rec: OopsRecord) -> list[Frame]:
         frames.append(Frame(index=0, function=None, pc=rec.registers["RIP"], interrupted=True, segment="TASK"))
     for entry in rec.call_trace:
         if entry.reliable:
-            frames.append(_frame(len(frames), entry))
+            frames.append(_frame(len(frames), entry, interrupted=entry.interrupted))
     return frames
 
 

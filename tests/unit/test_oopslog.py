@@ -491,6 +491,49 @@ def test_rcu_stall_takes_the_stalled_cpus_backtrace_only():
     assert panic.escalates == 0
 
 
+def test_rcu_stall_backtrace_under_the_stalled_cpus_caller_id_is_the_records():
+    """In the printk buffer the NMI backtrace carries the stalled CPU's caller id ("C0"), the
+    stall report the noticing CPU's ("C1"); a nested RIP line in the trace is a frame."""
+    a = analyse(
+        "[ 6.769539][    C1] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n"
+        "[ 6.770244][    C1] rcu: \t0-...0: (1 GPs behind) idle=2254/1/0x4000000000000000 softirq=154/155 fqs=375\n"
+        "[ 6.771356][    C1] Sending NMI from CPU 1 to CPUs 0:\n"
+        "[ 6.225654][    C0] NMI backtrace for cpu 0\n"
+        "[ 6.225654][    C0] CPU: 0 PID: 103 Comm: sh Kdump: loaded Tainted: G           OE      6.1.0 #1\n"
+        "[ 6.225654][    C0] RIP: 0010:__sysvec_apic_timer_interrupt+0x4b/0x110\n"
+        "[ 6.225654][    C0] Call Trace:\n"
+        "[ 6.225654][    C0]  <IRQ>\n"
+        "[ 6.225654][    C0]  sysvec_apic_timer_interrupt+0x69/0x90\n"
+        "[ 6.225654][    C0]  </IRQ>\n"
+        "[ 6.225654][    C0]  <TASK>\n"
+        "[ 6.225654][    C0]  asm_sysvec_apic_timer_interrupt+0x16/0x20\n"
+        "[ 6.225654][    C0] RIP: 0010:mydrv_poll+0x18/0x40 [mydrv]\n"
+        "[ 6.225654][    C0]  ? mydrv_other+0x70/0x70 [mydrv]\n"
+        "[ 6.225654][    C0]  mydrv_write+0x28/0x30 [mydrv]\n"
+        "[ 6.225654][    C0] RIP: 0033:0x47b7a0\n"
+        "[ 6.225654][    C0]  </TASK>\n"
+        "[ 6.773374][    C1] Kernel panic - not syncing: RCU Stall\n"
+    )
+    stall, panic = a.records
+    assert (stall.kind, stall.cpu, stall.pid, stall.comm) == ("rcu-stall", 0, 103, "sh")
+    assert functions(stall.call_trace, reliable_only=True) == [
+        "sysvec_apic_timer_interrupt", "asm_sysvec_apic_timer_interrupt", "mydrv_poll", "mydrv_write"]
+    nested = stall.call_trace[2]
+    assert nested.interrupted and nested.reliable and nested.module == "mydrv" and nested.offset == 0x18
+    assert not any(e.interrupted for e in stall.call_trace if e.function != "mydrv_poll")
+    assert panic.escalates == 0
+
+
+def test_a_backtrace_nobody_asked_for_stays_out():
+    a = analyse(
+        "[ 5.0][    C1] Kernel panic - not syncing: RCU Stall\n"
+        "[ 5.1][    C0] NMI backtrace for cpu 0\n"
+        "[ 5.1][    C0] CPU: 0 PID: 9 Comm: kworker/0:1 Not tainted 6.1.0 #1\n"
+    )
+    (panic,) = a.records
+    assert panic.pid is None
+
+
 def test_oom_report_and_panic_on_oom():
     a = analyse(
         "[ 40.0] stress invoked oom-killer: gfp_mask=0x140cca(GFP_HIGHUSER_MOVABLE|__GFP_COMP), "

@@ -161,6 +161,16 @@ def test_interrupt_plumbing_is_skipped_for_lockups():
     assert choose_guilty(t).function == "watchdog_timer_fn"
 
 
+def test_any_system_vector_entry_is_interrupt_plumbing():
+    """The crash NMI caught the stalled CPU inside an interrupt: its entry wrappers, inlined
+    ones included (instr_sysvec_*), stand for no code of the interrupted task."""
+    t = trace("local_apic_timer_interrupt", "__sysvec_apic_timer_interrupt", "instr_sysvec_apic_timer_interrupt",
+              "sysvec_apic_timer_interrupt", "asm_sysvec_apic_timer_interrupt", "mydrv_poll_ready")
+    assert choose_guilty(t, skip_interrupt=True).function == "mydrv_poll_ready"
+    t = trace("__sysvec_call_function_single", "sysvec_call_function_single", "mydrv_poll_ready")
+    assert choose_guilty(t, skip_interrupt=True).function == "mydrv_poll_ready"
+
+
 def test_split_and_cloned_symbols_name_their_function():
     assert base_name("crashpoc_recurse.constprop.0") == "crashpoc_recurse"
     assert base_name("foo.cold") == "foo" and base_name("foo.isra.0.cold") == "foo"
@@ -170,7 +180,8 @@ def test_split_and_cloned_symbols_name_their_function():
 
 SKIP_LISTS = {
     "PLUMBING": skip.PLUMBING, "PLUMBING_PREFIXES": skip.PLUMBING_PREFIXES,
-    "INTERRUPT_PLUMBING": skip.INTERRUPT_PLUMBING, "SCHEDULER": skip.SCHEDULER,
+    "INTERRUPT_PLUMBING": skip.INTERRUPT_PLUMBING, "INTERRUPT_PLUMBING_PREFIXES": skip.INTERRUPT_PLUMBING_PREFIXES,
+    "SCHEDULER": skip.SCHEDULER,
     "SCHEDULER_PREFIXES": skip.SCHEDULER_PREFIXES, "HELPERS": skip.HELPERS,
     "HELPER_PREFIXES": skip.HELPER_PREFIXES, "ALLOCATOR_PREFIXES": skip.ALLOCATOR_PREFIXES,
 }

@@ -51,6 +51,18 @@ def test_every_corpus_category_of_a_watchdog_reaches_the_interrupted_section():
     for name in stuck:
         it = report_of(name)["interrupted"]
         assert it and it["event"]["kind"] in ("interrupt", "nmi"), name
+        held = it.get("stalled_cpu")
+        if held:
+            # An RCU stall another CPU noticed: the section is the stalled CPU's, checked
+            # against drgn's own unwind of the task on it.
+            from drgn.helpers.linux.pid import find_task
+            from drgn.helpers.linux.sched import task_cpu
+
+            prog = open_program(name)
+            task = find_task(prog, held["pid"])
+            assert task and task_cpu(task) == held["cpu"], name
+            assert prog.stack_trace(task)[it["frame_index"]].interrupted, name
+            continue
         frame = report_of(name)["stack"]["frames"][it["frame_index"]]
         assert frame["interrupted"] and frame["event"] == it["event"]
 
@@ -71,7 +83,13 @@ def test_stuck_loop_polls_the_expected_member_checked_against_the_dump(scenario)
     assert any(scenario["expect"]["polls"] in (e.get("text") or "") for e in loop["exits"])
 
     prog = open_program(scenario["name"])
-    trace = prog.crashed_thread().stack_trace()
+    held = report["interrupted"].get("stalled_cpu")
+    if held:  # the stalled CPU's task, not the CPU that noticed the stall
+        from drgn.helpers.linux.pid import find_task
+
+        trace = prog.stack_trace(find_task(prog, held["pid"]))
+    else:
+        trace = prog.crashed_thread().stack_trace()
     fn = report["interrupted"]["function"]
     frame = next(f for f in trace if f.function_name == fn or (f.name or "").split(".")[0] == fn)
     # The variable, read by drgn from the frame, points at the polled member.

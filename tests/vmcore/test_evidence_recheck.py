@@ -49,8 +49,11 @@ class Dump:
         self.trace = list(self.prog.crashed_thread().stack_trace())
         self.log = "\n".join(r.text.decode(errors="replace") for r in get_printk_records(self.prog))
 
-    def frame(self, index: int) -> drgn.StackFrame:
-        return self.trace[index]
+    def frame(self, index: int, pid: int | None = None) -> drgn.StackFrame:
+        """Frame ``index`` of the crashed thread, or of task ``pid`` (another CPU's section)."""
+        if pid is None:
+            return self.trace[index]
+        return list(self.prog.stack_trace(find_task(self.prog, pid)))[index]
 
 
 def _frame_matches(frame: drgn.StackFrame, function: str | None) -> bool:
@@ -69,7 +72,7 @@ def recheck(d: Dump, fact: dict) -> str | None:  # noqa: C901 - one branch per f
     t = fact["type"]
     prog = d.prog
     if t == "register":
-        frame = d.frame(fact["frame"])
+        frame = d.frame(fact["frame"], fact.get("pid"))
         got = {k.lower(): v for k, v in frame.registers().items()}.get(fact["register"])
         return None if got == fact["value"] else f"{fact['register']} of frame #{fact['frame']} is {got}"
     if t == "log-register":
@@ -87,7 +90,7 @@ def recheck(d: Dump, fact: dict) -> str | None:  # noqa: C901 - one branch per f
     if t == "log":
         return None if fact["contains"] in d.log else f"the log does not say {fact['contains']!r}"
     if t == "variable":
-        frame = d.frame(fact["frame"])
+        frame = d.frame(fact["frame"], fact.get("pid"))
         obj = frame[fact["name"]]
         if obj.value_() != fact["value"]:
             return f"{fact['name']} is {obj.value_():#x} in frame #{fact['frame']}"
@@ -97,7 +100,7 @@ def recheck(d: Dump, fact: dict) -> str | None:  # noqa: C901 - one branch per f
                 return f"{fact['member']} is at offset {offset:#x}"
         return None
     if t == "frame":
-        frame = d.frame(fact["index"])
+        frame = d.frame(fact["index"], fact.get("pid"))
         if not _frame_matches(frame, fact["function"]):
             return f"frame #{fact['index']} is {frame.name}"
         if fact.get("pc") is not None and frame.pc != fact["pc"]:

@@ -53,7 +53,7 @@ def frames_from_log(frames: list[Frame], records, pid: int | None) -> list[Frame
             start = i + 1
     def from_log(es) -> list[Frame]:
         return [Frame(index=0, function=e.function, offset=e.offset, size=e.size, module=e.module,
-                      segment="LOG") for e in es]
+                      interrupted=e.interrupted, segment="LOG") for e in es]
 
     stubs = [i for i, e in enumerate(entries) if e.function.startswith("asm_")]
     panic_path = bool(entries) and entries[0].function in ("dump_stack", "dump_stack_lvl", "panic", "vpanic")
@@ -64,15 +64,20 @@ def frames_from_log(frames: list[Frame], records, pid: int | None) -> list[Frame
         # when the dump named one, else the RIP of the record that reported the event (the
         # panic's own trace prints those registers but no frame for them).
         cut = stubs[-1] + 1
+        rest = entries[cut:]
+        # Newer kernels print the nested pt_regs' "RIP:" inside the trace: the log names it.
+        logged = bool(rest) and rest[0].interrupted
         below = [f for f in frames if f.interrupted and f.function]
         above = [f for f in frames if not (f.interrupted and f.function)]
-        if not below:
+        if below and logged:
+            rest = rest[1:]  # the dump's own interrupted frame says it, with its PC
+        if not below and not logged:
             rip = next((r.rip for r in reversed(list(records)) if r is not rec and r.rip is not None
                         and r.rip.module is not None and (pid is None or r.pid in (None, pid))), None)
             if rip is not None:
                 below = [Frame(index=0, function=rip.function, offset=rip.offset, size=rip.size,
                                module=rip.module, interrupted=True, segment="LOG")]
-        out = above + from_log(entries[:cut]) + below + from_log(entries[cut:])
+        out = above + from_log(entries[:cut]) + below + from_log(rest)
     else:
         out = list(frames) + from_log(entries[start:])
     for i, f in enumerate(out):

@@ -8,8 +8,8 @@ of an oops, whose stub is not on the unwound stack, takes it from the crash reco
 from __future__ import annotations
 
 from kpostmortem.context import Context
-from kpostmortem.decode.cpuevent import CpuEvent, event_of_entry, event_of_record
-from kpostmortem.helpers.trace import frame_from_drgn
+from kpostmortem.decode.cpuevent import CpuEvent, event_of_record
+from kpostmortem.helpers.trace import frame_from_drgn, label_events
 from kpostmortem.report import Frame, Report
 
 
@@ -24,22 +24,6 @@ def _record_event(ctx: Context, pid: int | None) -> CpuEvent | None:
         if event is not None and (rec.pid is None or pid is None or rec.pid == pid):
             return event
     return None
-
-
-def label_events(frames: list[Frame], record_event: CpuEvent | None) -> None:
-    """Set ``event`` on each pt_regs frame: from the entry stub above it, else (the top one
-    only) from the crash record."""
-    first = True
-    for i, f in enumerate(frames):
-        if not f.interrupted or f.inline:
-            continue
-        above = next((g for g in reversed(frames[:i]) if not g.inline), None)
-        event = event_of_entry(above.function) if above is not None else None
-        if event is None and first and record_event is not None and above is None:
-            event = record_event
-        if event is not None:
-            f.event = event.to_dict()
-        first = False
 
 
 def run(ctx: Context, report: Report) -> None:

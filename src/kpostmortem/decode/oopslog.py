@@ -94,6 +94,9 @@ class TraceEntry:
     """Stack section it was printed in: "TASK", "IRQ", "SOFTIRQ", "NMI", "#DF"...; else None."""
     address: int | None = None
     """The raw address when printed ("[<ffffffff8107e0c3>]" of old kernels, bare "0x...")."""
+    interrupted: bool = False
+    """A "RIP:" line inside the trace: the PC an interrupt or exception stopped (the kernel
+    prints the nested pt_regs it crossed), not a return address."""
 
 
 @dataclass(frozen=True)
@@ -418,6 +421,23 @@ def parse_trace_entry(text: str, context: str | None = None) -> TraceEntry | Non
     return TraceEntry("(null)", None, None, None, reliable, context, address)
 
 
+def _interrupted_entry(rest: str, context: str | None) -> TraceEntry | None:
+    """The frame of a "RIP: 0010:func+0x18/0x40 [mod]" line printed inside a call trace; None
+    for a user-mode or unsymbolised PC ("RIP: 0033:0x47b7a0")."""
+    rest = rest.strip()
+    address = None
+    m = _RIP_ADDRESS.match(rest)
+    while m is not None:
+        address = _hex(m.group(1))
+        rest = rest[m.end():]
+        m = _RIP_ADDRESS.match(rest)
+    sym = _parse_symbol(rest)
+    if sym is None:
+        return None
+    func, off, size, mod = sym
+    return TraceEntry(func, off, size, mod, True, context, address, interrupted=True)
+
+
 def _parse_symbol(text: str) -> tuple[str, int | None, int | None, str | None] | None:
     m = _SYMBOL.search(text)
     if m is None:
@@ -565,6 +585,7 @@ class _Builder:
         self.contexts: list[str] = []
         self.embedded = False  # the last RIP line belonged to a frame inside the trace
         self.foreign = False  # reading another CPU's backtrace
+        self.asked_backtrace = False  # "Sending NMI from CPU x to CPUs y" seen
         self.ended = False  # "---[ end trace ]---" seen
         self.closed = False
 
@@ -606,9 +627,19 @@ class _Builder:
         if _OTHER_CPU.match(body):
             if self.trace:
                 self.foreign = True
+            elif body.startswith("Sending NMI"):
+                self.asked_backtrace = True
             self._end_trace()
             return True
         return False
+
+    def wants_backtrace(self, cpu: int) -> bool:
+        """Whether an "NMI backtrace for cpu N" printed under another caller id (the NMI on
+        CPU N prints it as "C<N>") is this record's: it asked for one, or names that CPU as
+        stalled, and has no trace of its own yet."""
+        if self.closed or self.foreign or self.trace:
+            return False
+        return self.cpu == cpu or (self.asked_backtrace and self.kind in ("rcu-stall", "hard-lockup", "soft-lockup"))
 
     def _trace_line(self, text: str, body: str) -> bool | None:
         """Handle a line while a call trace is open; None to fall through to the body rules."""
@@ -625,8 +656,12 @@ class _Builder:
             return True
         if self._trace_entry(text):
             return True
-        if _RIP.match(body):
+        rip = _RIP.match(body)
+        if rip is not None:
             self.embedded = True
+            entry = _interrupted_entry(rip.group(2), self.contexts[-1] if self.contexts else None)
+            if entry is not None:
+                self.trace.append(entry)
             return True
         if _CODE.match(body) or _REG_START.match(body):
             if self.embedded:
@@ -1210,8 +1245,23 @@ class _Parser:
 
     def _route(self, index: int, line: LogLine, text: str) -> None:
         b = self._current(line)
+        if b is None and line.caller is not None:
+            b = self._adopt_backtrace(line, text)
         if b is not None and b.feed(index, text):
             b.extend(index, line)
+
+    def _adopt_backtrace(self, line: LogLine, text: str) -> _Builder | None:
+        """A stalled CPU's NMI backtrace comes from that CPU's NMI handler, under its own
+        caller id ("C0"), not the reporting CPU's: route it, and the lines after it from that
+        caller, to the open record that asked for it."""
+        m = _NMI_BT.match(text.strip())
+        if m is None:
+            return None
+        cpu = int(m.group(1))
+        b = next((b for b in reversed(self.builders) if b.wants_backtrace(cpu)), None)
+        if b is not None:
+            self.open[line.caller] = b
+        return b
 
     def _on_headline(self, index: int, line: LogLine, body: str, hl: _Headline) -> None:
         cur = self._current(line)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import drgn
 
+from kpostmortem.decode.cpuevent import CpuEvent, event_of_entry
 from kpostmortem.helpers.fault import is_kdump_capture_frame
 from kpostmortem.helpers.modules import module_of_address
 from kpostmortem.helpers.source import normalize_source_path
@@ -68,3 +69,19 @@ def frames_of(prog: drgn.Program, trace) -> list[Frame]:
         for f in seg.frames:
             frames.append(frame_from_drgn(prog, len(frames), f, seg.kind.name))
     return frames
+
+
+def label_events(frames: list[Frame], record_event: CpuEvent | None) -> None:
+    """Set ``event`` on each pt_regs frame: from the entry stub above it, else (the top one
+    only) from the crash record."""
+    first = True
+    for i, f in enumerate(frames):
+        if not f.interrupted or f.inline:
+            continue
+        above = next((g for g in reversed(frames[:i]) if not g.inline), None)
+        event = event_of_entry(above.function) if above is not None else None
+        if event is None and first and record_event is not None and above is None:
+            event = record_event
+        if event is not None:
+            f.event = event.to_dict()
+        first = False

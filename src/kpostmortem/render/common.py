@@ -124,6 +124,10 @@ def interrupted_lines(it: dict[str, Any]) -> tuple[str, list[str]]:
         p = polls[0]
         comment = f"{p['base_register']} = {hexa((it.get('registers') or {}).get(p['base_register']))}"
     lines = [f"  stopped by a {event.get('name', 'interrupt')} ({event.get('source', '?')})"]
+    held = it.get("stalled_cpu")
+    if held:
+        lines.insert(0, f"  on CPU {held.get('cpu')}, {held.get('comm')}[{held.get('pid')}]: the CPU holding the RCU "
+                        f"grace period up ({held.get('how')}), not the CPU that noticed the stall and panicked")
     lines += insn_lines({"instructions": it.get("instructions") or [], "comment": comment})
     lp = it.get("loop")
     if lp:

@@ -477,13 +477,32 @@ def _interrupt_evidence(d: _Decision, report: Report) -> None:
     it = report.interrupted
     if not it:
         return
+    held = it.get("stalled_cpu") or {}
+    # The section may be another CPU's (an RCU stall noticed elsewhere): its frame facts then
+    # name the task whose stack their indexes count in.
+    _interrupt_evidence_of(d, it, held.get("pid"))
+
+
+def _interrupt_evidence_of(d: _Decision, it: dict, pid: int | None) -> None:
+    def on(facts: list[dict]) -> list[dict]:
+        if pid is not None:
+            for f in facts:
+                if f.get("type") in ("register", "variable", "frame"):
+                    f["pid"] = pid
+        return facts
+
     event = it.get("event") or {}
     if it.get("instruction"):
         d.add("instruction", f"interrupted instruction: {it['instruction']} in {it.get('function')} "
               f"(stopped by a {event.get('name', 'interrupt')})",
               f"decoded at the interrupt frame's PC; {event.get('source', 'entry stub')}",
-              facts=_instruction_facts(it) + [{"type": "frame", "index": it.get("frame_index"),
-                                               "function": it.get("function")}])
+              facts=on(_instruction_facts(it) + [{"type": "frame", "index": it.get("frame_index"),
+                                                  "function": it.get("function")}]))
+    if it.get("interrupts_enabled") is False:
+        d.add("instruction", f"interrupts were disabled in {it.get('function')} (EFLAGS.IF clear in the saved "
+              f"registers, rflags = {_hex((it.get('registers') or {}).get('rflags'))}): the CPU took no timer tick, "
+              "so nothing on it could notice or end the wait", "the interrupted frame's saved registers",
+              facts=on(_register_facts(it, ["rflags"])))
     lp = it.get("loop")
     if not lp:
         return
@@ -521,7 +540,7 @@ def _interrupt_evidence(d: _Decision, report: Report) -> None:
         d.add("memory", f"the loop polls {name}{base}), which holds {value} in the dump; "
               f"it exits only when {e['text']}",
               "saved registers + the dump's memory" + (" + DWARF" if named else ""),
-              0.05 if stuck else 0.0, facts=facts)
+              0.05 if stuck else 0.0, facts=on(facts))
     pre = lp.get("preempt_disabled")
     if pre:
         d.add("instruction", f"preemption disabled before the loop (`{pre['text']}` increments the preempt "

@@ -13,6 +13,7 @@ from kpostmortem.report import Frame
 
 __all__ = [
     "base_name", "choose_guilty", "is_helper", "is_plumbing", "PLUMBING", "PLUMBING_PREFIXES", "INTERRUPT_PLUMBING",
+    "INTERRUPT_PLUMBING_PREFIXES",
     "SCHEDULER", "SCHEDULER_PREFIXES", "HELPERS", "HELPER_PREFIXES", "ALLOCATOR_PREFIXES",
 ]
 
@@ -58,7 +59,17 @@ INTERRUPT_PLUMBING = frozenset({
     "print_cpu_stall", "check_cpu_stall", "rcu_pending", "watchdog", "hung_task_panic",
     "check_hung_uninterruptible_tasks", "check_hung_task", "kthread", "ret_from_fork",
     "ret_from_fork_asm",
+    # The timer interrupt's inlined wrapper, device-interrupt dispatch.
+    "local_apic_timer_interrupt", "__common_interrupt", "handle_edge_irq", "handle_fasteoi_irq",
+    "handle_irq_event_percpu", "__handle_irq_event_percpu", "handle_irq", "irq_enter_rcu",
+    # An RCU stall seen from another CPU, and the NMI backtrace it asks of the stalled one.
+    "print_other_cpu_stall", "rcu_dump_cpu_stacks", "panic_on_rcu_stall", "dump_cpu_task",
+    "nmi_cpu_backtrace", "nmi_cpu_backtrace_handler", "nmi_trigger_cpumask_backtrace",
+    "arch_trigger_cpumask_backtrace",
 })
+# Every system-vector entry of DEFINE_IDTENTRY_SYSVEC (asm_sysvec_X → sysvec_X → instr_sysvec_X
+# → __sysvec_X): the timer, IPIs (call-function, reschedule, IRQ work), thermal, and the rest.
+INTERRUPT_PLUMBING_PREFIXES = ("asm_sysvec_", "sysvec_", "instr_sysvec_", "__sysvec_")
 
 # The other architectures' exception entry and reporting (arch/aarch64.py: el1h_64_sync,
 # do_mem_abort, bug_handler, the overflow stack's panic_bad_stack…); names never collide.
@@ -148,7 +159,7 @@ def choose_guilty(frames: Sequence[Frame], *, skip_scheduler: bool = False,
             continue
         if is_plumbing(name):
             continue
-        if skip_interrupt and name in INTERRUPT_PLUMBING:
+        if skip_interrupt and (name in INTERRUPT_PLUMBING or name.startswith(INTERRUPT_PLUMBING_PREFIXES)):
             continue
         if skip_scheduler and (name in SCHEDULER or name.startswith(SCHEDULER_PREFIXES)):
             continue

@@ -111,8 +111,11 @@ def _set_guilty(d: Any, frames: list[Frame], frame_index: int | None, skip_busy:
     else:
         start = 0
         if skip_busy:
-            # The holder's own frames start at the NMI that stopped its CPU for the dump.
-            start = next((f.index + 0 for f in frames if f.interrupted and f.index > 0), 0)
+            # The holder's own frames start at the kernel PC the NMI that stopped its CPU for the
+            # dump interrupted (frame 0 when the trace starts from the saved registers; the
+            # last frame, user space's registers at the syscall, is not one).
+            start = next((i for i, f in enumerate(frames)
+                          if f.interrupted and f.pc is not None and f.pc >= 1 << 63), 0)
             while start < len(frames) and (base_name(frames[start].function) in BUSY_WAIT_HELPERS
                                            or base_name(frames[start].function) in STOP_PLUMBING):
                 start += 1
@@ -259,8 +262,10 @@ def rcu_holder_guilty(d: Any, report: Report) -> bool:
     frames = [Frame(**f) for f in h["frames"]]
     if not _set_guilty(d, frames, None, skip_busy=True):
         return False
+    facts = [{"type": "task", "pid": h["pid"], "state": h.get("state"), "function": d.function}] \
+        if h.get("pid") is not None and h.get("state") else []
     d.add("stack", f"guilty frame: {d.function}() of {h.get('comm')}[{h.get('pid')}], which holds the grace period up; "
-          "the CPU that reported the stall only noticed it", "the holder's own stack")
+          "the CPU that reported the stall only noticed it", "the holder's own stack", facts=facts)
     return True
 
 
