@@ -42,9 +42,8 @@ def _bugs() -> dict[str, list[str]]:
     the frames that make the signature are named alike). two-oopses dies in an explicit panic,
     but its verdict is its FIRST oops, the null read: the bug of null-read. Damaged dumps are
     left out (their trace is the point of their scenario, not their signature). One trigger
-    caught by another detector is another report: rcu-stall is soft-lockup's spin seen by the RCU
-    stall check, category rcu-stall (the category is part of the signature), so the expected
-    category is part of the key when it is not the trigger's first.
+    caught by another detector is another report (the category is part of the signature), so the
+    expected category is part of the key when it is not the trigger's first.
     """
     bugs: dict[str, list[str]] = defaultdict(list)
     first: dict[str, str] = {}
