@@ -18,7 +18,8 @@ from kpostmortem.decode.oopslog import OopsRecord, TraceEntry
 from kpostmortem.decode.taint import MODULE_TAINT_WORDS, decode_taint_letters
 from kpostmortem.inputs.log import LogSource
 from kpostmortem.report import Frame, Report
-from kpostmortem.verdict.engine import category_of_record, decide, primary_record
+from kpostmortem.verdict.engine import category_of_record, decide, log_fallback_record, primary_record
+from kpostmortem.verdict.frames import base_name, choose_guilty, is_helper
 
 __all__ = ["log_report", "record_dict", "record_frames"]
 
@@ -59,7 +60,7 @@ def _arch(rec: OopsRecord) -> str | None:
     regs = rec.registers
     if "RSP" in regs or "RAX" in regs or (rec.rip is not None and rec.code is not None and "X29" not in regs):
         return "x86_64"
-    if "X29" in regs or "LR" in regs or "PSTATE" in regs:
+    if "X29" in regs or "LR" in regs or "PSTATE" in regs or rec.link is not None:
         return "aarch64"
     if "ESP" in regs or "EAX" in regs:
         return "i386"
@@ -72,17 +73,37 @@ def _frame(index: int, entry: TraceEntry, interrupted: bool = False) -> Frame:
                  module=entry.module, interrupted=interrupted, segment=entry.context or "TASK")
 
 
-def record_frames(rec: OopsRecord) -> list[Frame]:
+def record_frames(rec: OopsRecord, trace: Sequence[TraceEntry] | None = None) -> list[Frame]:
     """The crashed stack as the record printed it: the RIP (the exception frame), then the
-    call trace's reliable entries ("?" ones are stale words found by scanning the stack)."""
+    call trace's reliable entries ("?" ones are stale words found by scanning the stack).
+    ``trace``: the call trace to use instead of the record's own (its panic's)."""
     frames: list[Frame] = []
     if rec.rip is not None:
         frames.append(_frame(0, rec.rip, interrupted=True))
     elif "RIP" in rec.registers and rec.is_oops:
         frames.append(Frame(index=0, function=None, pc=rec.registers["RIP"], interrupted=True, segment="TASK"))
-    for entry in rec.call_trace:
+        if rec.link is not None:
+            # arm64: the PC is not code (a call through a NULL pointer) and the caller's return
+            # address is only in lr, a leaf's frame record not being written yet.
+            frames.append(_frame(1, rec.link))
+    elif rec.location is not None and rec.kind in ("warning", "other"):
+        # The function the WARNING or sanitizer line names, when the record printed no RIP
+        # (old kernels print the WARNING's registers inside the panic's trace).
+        frames.append(_frame(0, rec.location, interrupted=True))
+    trace = rec.call_trace if trace is None else trace
+    for entry in trace:
         if entry.reliable:
             frames.append(_frame(len(frames), entry, interrupted=entry.interrupted))
+    guilty = choose_guilty(frames, skip_scheduler=True, skip_interrupt=True)
+    if guilty is None or is_helper(base_name(guilty.function) or ""):
+        # Nothing but reporting machinery and helpers among the reliable entries: old kernels
+        # without ORC mark every frame below an exception "?" (the WARNING's caller, the
+        # sanitizer's culprit). Those entries are all the log has: take them, in order.
+        seen = {f.function for f in frames}
+        for entry in trace:
+            if not entry.reliable and entry.function not in seen and not entry.function.startswith("0x"):
+                seen.add(entry.function)
+                frames.append(_frame(len(frames), entry))
     return frames
 
 
@@ -182,7 +203,7 @@ def log_report(source: LogSource, command: Sequence[str] | None = None) -> Repor
     ]
     primary, pidx = primary_record(records)
     if primary is None:
-        pidx = next((i for i, r in enumerate(records) if r["kind"] == "warning"), -1)
+        primary, pidx = log_fallback_record(records)
     rec = log.records[pidx] if pidx >= 0 else None
     arch = _arch(rec) if rec is not None else None
     release = next((r.release for r in ([rec] if rec else []) + list(log.records) if r.release), None)
@@ -212,12 +233,15 @@ def log_report(source: LogSource, command: Sequence[str] | None = None) -> Repor
         "lines_total": log.lines_total,
     }
     if rec is not None:
-        report.frames = record_frames(rec)
         panic = log.escalation_of(pidx)
-        if not report.frames and panic is not None and panic.call_trace:
-            # "sysrq: Trigger a crash" prints no stack: the panic that follows prints the one the
-            # crash itself ran on, as a dump's crashed thread has it.
-            report.frames = record_frames(panic)
+        if not rec.call_trace and panic is not None and panic.call_trace:
+            # "sysrq: Trigger a crash", an old kernel's WARNING print no stack: the panic that
+            # follows prints the one the crash itself ran on, as a dump's crashed thread has it.
+            report.frames = record_frames(rec, panic.call_trace)
+            if not report.frames:
+                report.frames = record_frames(panic)
+        else:
+            report.frames = record_frames(rec)
         report.crashed_task = {"pid": rec.pid, "comm": rec.comm, "cpu": rec.cpu, "state": None,
                                "context": _context(rec), "kernel_thread": None, "from_log": True}
         report.fault = _fault(rec, arch)

@@ -292,3 +292,185 @@ def test_batch_takes_logs_from_directories_only_when_asked(tmp_path):
     crash, healthy = records["dmesg.202611250930"], records["healthy.log"]
     assert crash["ok"] and crash["signature"] == verdict_of(tmp_path, NULL_WRITE)["signature"]
     assert not healthy["ok"] and healthy["exit_code"] == 1 and "no kernel crash report found" in healthy["error"]
+
+
+# --- reports of other kinds and older kernels -------------------------------------------------
+
+KASAN_IN_A_LOCK = """\
+[   19.121834] BUG: KASAN: use-after-free in __lock_acquire+0x3c41/0x3cf0
+[   19.121839] Read of size 8 at addr ffff8801c75ea0f8 by task poller/3471
+[   19.121847] CPU: 1 PID: 3471 Comm: poller Not tainted 4.15.0 #87
+[   19.121852] Call Trace:
+[   19.121861]  dump_stack+0x137/0x198
+[   19.121877]  print_address_description+0x73/0x250
+[   19.121889]  kasan_report+0x23b/0x360
+[   19.121897]  __asan_report_load8_noabort+0x14/0x20
+[   19.121903]  __lock_acquire+0x3c41/0x3cf0
+[   19.121983]  lock_acquire+0x16b/0x420
+[   19.122007]  _raw_spin_lock_irqsave+0x96/0xc0
+[   19.122019]  remove_wait_queue+0x24/0x1b0
+[   19.122027]  ep_unregister_pollwait.isra.7+0x9d/0x360
+[   19.122040]  ep_free+0xae/0x230
+"""
+
+OLD_WARNING = """\
+[   55.967976] WARNING: CPU: 1 PID: 8377 at lib/refcount.c:186 refcount_sub_and_test+0x167/0x1b0
+[   56.041277] Kernel panic - not syncing: panic_on_warn set ...
+[   56.048693] CPU: 1 PID: 8377 Comm: worker Not tainted 4.13.0 #2
+[   56.065137] Call Trace:
+[   56.067707]  dump_stack+0x194/0x257
+[   56.076017]  panic+0x1e4/0x3fb
+[   56.098863]  __warn+0x1c4/0x1e0
+[   56.107126]  report_bug+0x211/0x2d0
+[   56.110735]  fixup_bug+0x40/0x90
+[   56.114123]  do_trap+0x260/0x390
+[   56.117481]  do_error_trap+0x120/0x390
+[   56.150845]  do_invalid_op+0x1b/0x20
+[   56.154533]  invalid_op+0x1e/0x30
+[   56.157961] RIP: 0010:refcount_sub_and_test+0x167/0x1b0
+[   56.163554] RSP: 0018:ffff8801c5e37720 EFLAGS: 00010212
+[   56.205118]  ? refcount_sub_and_test+0x167/0x1b0
+[   56.208636]  ? sctp_wfree+0x1a0/0x650
+[   56.213644]  ? skb_release_head_state+0x124/0x260
+"""
+
+
+def test_sanitizer_report_names_the_caller_of_a_lock_primitive(tmp_path):
+    v = verdict_of(tmp_path, KASAN_IN_A_LOCK)
+    assert (v["category"], v["function"]) == ("memory-corruption", "remove_wait_queue")
+
+
+def test_old_kernel_warning_falls_back_on_the_scanned_entries(tmp_path):
+    """4.x kernels print a WARNING's registers inside the panic's trace and mark every frame
+    below it "?": with nothing else but helpers and plumbing, those entries are used."""
+    v = verdict_of(tmp_path, OLD_WARNING)
+    assert (v["category"], v["function"]) == ("warning-escalated", "sctp_wfree")
+
+
+ARM64_NULL_CALL = """\
+[   19.029565] Unable to handle kernel NULL pointer dereference at virtual address 0000000000000000
+[   19.031899] Internal error: Oops: 0000000086000006 [#1] SMP
+[   19.032173] Modules linked in: mydrv(OE)
+[   19.032590] CPU: 1 PID: 104 Comm: sh Kdump: loaded Tainted: G           OE      6.1.0-57-cloud-arm64 #1
+[   19.033304] pc : 0x0
+[   19.033859] lr : mydrv_start_dev+0x2c/0x60 [mydrv]
+[   19.033984] sp : ffff800008713a30
+[   19.034063] x29: ffff800008713a30 x28: ffff000009984100 x27: 0000000000000000
+[   19.034101] x2 : 0000000000000000 x1 : 000000000000002a x0 : ffff000004a1b200
+[   19.037289] Call trace:
+[   19.037400]  0x0
+[   19.037500]  mydrv_fire+0x20/0x40 [mydrv]
+[   19.037600]  mydrv_write+0x48/0x90 [mydrv]
+[   19.037700]  vfs_write+0xdc/0x3a0
+[   19.038971] Code: bad PC value
+"""
+
+
+def test_arm64_register_dump_gives_category_function_module(tmp_path):
+    report = analyze_log(write(tmp_path, ARM64_NULL_CALL), command=[]).to_dict()
+    v = report["verdict"]
+    # pc is 0 (a call through a NULL pointer): the caller is in lr, not yet in the trace
+    assert (v["category"], v["function"], v["module"]) == ("null-pointer-dereference", "mydrv_start_dev", "mydrv")
+    assert report["dump"]["arch"] == "aarch64"
+    regs = report["fault"]["registers"]
+    assert (regs["x1"], regs["x29"], regs["sp"]) == (0x2A, 0xFFFF800008713A30, 0xFFFF800008713A30)
+
+
+def test_arm64_code_words_are_bytes_in_memory_order():
+    from kpostmortem.decode.oopslog import parse_dmesg_text
+
+    text = "[    1.0] Internal error: Oops: 96000046 [#1] SMP\n[    1.1] Code: d2800541 (f9000c41)\n"
+    (rec,) = parse_log(parse_dmesg_text(text)).records
+    assert rec.code == bytes.fromhex("410580d2" "410c00f9") and rec.code_trap_offset == 4
+
+
+# --- formats of other architectures, sanitizers and old kernels -------------------------------
+
+KMSAN_HEADERLESS = """\
+[  417.716144][ T7542] =====================================================
+[  417.723574][ T7542] BUG: KMSAN: uninit-value in crc32_le_base+0x43c/0xd80
+[  417.730751][ T7542]  crc32_le_base+0x43c/0xd80
+[  417.736320][ T7542]  nilfs_add_checksums_on_logs+0xb2c/0xe70
+[  417.742485][ T7542]  nilfs_segctor_do_construct+0x9d40/0xde70
+[  417.759973][ T7542]  kthread+0x3e8/0x540
+[  417.768957][ T7542]
+[  417.771436][ T7542] Uninit was created at:
+[  417.776266][ T7542]  __alloc_pages+0x9a4/0xe00
+[  417.824266][ T7542]  nilfs_write_begin+0xfc/0x200
+"""
+
+ARM32_NULL_CALL = """\
+[  794.144523][ T8604] Unable to handle kernel NULL pointer dereference at virtual address 00000000
+[  794.146728][ T8604] Internal error: Oops: 80000207 [#1] PREEMPT SMP ARM
+[  794.147404][ T8604] Modules linked in:
+[  794.148040][ T8604] CPU: 1 PID: 8604 Comm: sh Not tainted 6.0.0 #0
+[  794.149804][ T8604] PC is at 0x0
+[  794.150448][ T8604] LR is at gsmld_receive_buf+0xc0/0x15c
+[  794.172256][ T8604] Backtrace:
+[  794.172767][ T8604] [<808ea9f4>] (gsmld_receive_buf) from [<808dcfac>] (tty_ioctl+0x7b4/0xa6c)
+[  794.173988][ T8604] [<808dc7f8>] (tty_ioctl) from [<804b9814>] (sys_ioctl+0x110/0xa74)
+"""
+
+OLD_CALL_TRACE_MID_LINE = """\
+[   46.534609] BUG: KASAN: use-after-free in __list_del_entry+0x196/0x1d0
+[   46.570833] Read of size 8 at addr ffff8801ce6e8e10 by task kworker/1:2/2403
+[   46.635460] CPU: 1 PID: 2403 Comm: kworker/1:2 Not tainted 4.9.86 #50
+[   46.907461]  ffff8801ce6e8e10 0000000000000008 0000000000000000Call Trace:
+[   46.907475]  [<ffffffff81d956f9>] dump_stack+0xc1/0x128
+[   46.907483]  [<ffffffff8153e083>] print_address_description+0x73/0x280
+[   46.907487]  [<ffffffff8153e5a5>] kasan_report+0x275/0x360
+[   46.907502]  [<ffffffff81dfd0b6>] __list_del_entry+0x196/0x1d0
+[   46.907506]  [<ffffffff82d64cbc>] binder_release_work+0x8c/0x260
+[   46.907513]  [<ffffffff82d652b8>] binder_thread_release+0x428/0x600
+"""
+
+WARNING_WITH_CONDITION = (
+    "[ 9877.700279][    C0] WARNING: [time_after(jiffies, timeout)] io_uring/io_uring.c:3026 at "
+    "io_ring_exit_work+0x44c/0xbc0, CPU#0: kworker/u8:0/10040\n"
+) + """\
+[ 9877.701489][    C0] Modules linked in:
+[ 9877.706821][    C0] epc : io_ring_exit_work+0x44c/0xbc0
+[ 9877.707647][    C0]  ra : io_ring_exit_work+0x44c/0xbc0
+[ 9877.713144][    C0] [<ffffffff80014264>] io_ring_exit_work+0x44c/0xbc0
+[ 9877.714119][    C0] [<ffffffff801c2668>] process_one_work+0x930/0x1e14
+"""
+
+LOCKDEP_BRACKETS = """\
+[  264.309846] [ BUG: bad unlock balance detected! ]
+[  264.309850] 4.9.0 #1 Not tainted
+[  264.309860] syz-executor/1234 is trying to release lock (mrt_lock) at:
+[  264.309875] Call Trace:
+[  264.309880]  [<ffffffff81d956f9>] dump_stack+0xc1/0x128
+[  264.309890]  [<ffffffff8123a1b0>] print_unlock_imbalance_bug+0x1b0/0x1e0
+[  264.309900]  [<ffffffff8123f0b0>] lock_release+0x5f0/0x9e0
+[  264.309910]  [<ffffffff8389c6b3>] _raw_read_unlock+0x23/0x40
+[  264.309920]  [<ffffffff83112233>] ipmr_mfc_seq_stop+0x63/0x90
+[  264.309930]  [<ffffffff81599d43>] seq_read+0x3f3/0x1180
+"""
+
+
+@pytest.mark.parametrize("text, category, function", [
+    # KMSAN prints its stack under the headline with no "Call Trace:"; crc32 is library code
+    (KMSAN_HEADERLESS, "unknown", "nilfs_add_checksums_on_logs"),
+    # 32-bit arm: "PC is at 0x0" (a call through NULL), the unwinder's "(f) from" lines
+    (ARM32_NULL_CALL, "null-pointer-dereference", "gsmld_receive_buf"),
+    # 4.9 prints "Call Trace:" after the stack's words; list debugging is the caller's object
+    (OLD_CALL_TRACE_MID_LINE, "memory-corruption", "binder_release_work"),
+    # 7.x prints the WARN_ON() condition in brackets; riscv's "epc :" and headerless trace
+    (WARNING_WITH_CONDITION, "warning", "io_ring_exit_work"),
+    # lockdep's 4.x headline in brackets; the lock release and its report are skipped
+    (LOCKDEP_BRACKETS, "unknown", "ipmr_mfc_seq_stop"),
+])
+def test_reports_of_other_formats_name_the_function(tmp_path, text, category, function):
+    v = verdict_of(tmp_path, text)
+    assert (v["category"], v["function"]) == (category, function)
+
+
+def test_library_code_is_skipped_for_the_caller():
+    from kpostmortem.report import Frame
+    from kpostmortem.verdict.frames import choose_guilty
+
+    names = ["__x86_indirect_thunk_rax", "__sanitizer_cov_trace_pc", "crc16", "device_del", "xas_load",
+             "hdm_disconnect", "usb_disconnect"]
+    frames = [Frame(index=i, function=n) for i, n in enumerate(names)]
+    assert choose_guilty(frames).function == "hdm_disconnect"

@@ -49,6 +49,8 @@ PLUMBING = frozenset({
     "reserved_fault_handler", "kasan_handler", "ubsan_handler", "cfi_handler",
     # Stack overflow: the exception is taken on the per-CPU overflow stack and reported there.
     "handle_bad_stack", "panic_bad_stack", "__bad_stack", "kernel_ventry",
+    # 5.x kernels' names of the EL1 synchronous exception handler (el1_sync_handler → el1h_64_sync_handler)
+    "el1_sync_handler", "el1_sync", "el1_da", "el1_ia",
 })
 INTERRUPT_PLUMBING = frozenset({
     "el1h_64_irq", "el1h_64_irq_handler", "el1_interrupt", "__el1_irq", "el1h_64_fiq",

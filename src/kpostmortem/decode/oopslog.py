@@ -179,6 +179,8 @@ class OopsRecord:
     "kernel tried to execute NX-protected page ...", "note: sh[67] exited with ..."."""
     kdump_loaded: bool | None = None
     """Whether the "CPU:" line said "Kdump: loaded" (None without a "CPU:" line)."""
+    link: TraceEntry | None = None
+    """arm64's "lr :" line symbolized: the return address of the faulting function's caller."""
 
     @property
     def is_oops(self) -> bool:
@@ -189,7 +191,7 @@ class OopsRecord:
         """Registers under disasm's lower-case names ("rax", "r8", "rsp", "gs_base", "rip")."""
         out: dict[str, int] = {}
         for name, value in self.registers.items():
-            if name in _GPR_NAMES or name == "RIP":
+            if name in _GPR_NAMES or name == "RIP" or _ARM64_GPR.match(name):
                 out[name.lower()] = value
             elif name in ("FS", "GS"):
                 out[f"{name.lower()}_base"] = value
@@ -263,6 +265,15 @@ _ENTRY = re.compile(
     r"(?:\s+\([A-Z]\))?\s*$"
 )
 _MARKER = re.compile(r"^\s*<(/?)([A-Z#][A-Z0-9#_]*)>\s*(.*)$")
+# 32-bit arm's unwinder: "[<808ea9f4>] (gsmld_receive_buf) from [<808dcfac>] (tty_ioctl+0x7b4/0xa6c)"
+# (the function of this frame, then its caller, which the next line repeats)
+_ARM_ENTRY = re.compile(
+    r"^\s*\[<(?P<addr>[0-9a-fA-F]{1,16})>\]\s*\((?P<func>[^\s+()]+)(?:\+0x(?P<off>[0-9a-fA-F]+)/0x"
+    r"(?P<size>[0-9a-fA-F]+))?(?:\s+\[(?P<mod>[^\]\s]+)\])?\) from "
+)
+# A stack entry as the sanitizers (KMSAN) and some architectures (riscv) print it with no
+# "Call Trace:" line before: a symbolized address alone on its line.
+_HEADERLESS_ENTRY = re.compile(r"^\s*(?:\[<[0-9a-fA-F]{1,16}>\]\s*)?[^\s+\[\]()<>?]+\+0x[0-9a-fA-F]+/0x[0-9a-fA-F]+")
 
 _H_NULL = re.compile(r"BUG: kernel NULL pointer dereference, address: (" + _HEX + ")")
 _H_NULL_OLD = re.compile(
@@ -277,7 +288,7 @@ _H_ARM_PF = re.compile(r"Unable to handle kernel [\w \-]+ at virtual address (" 
 # Every headline below contains one of these: a cheap test before trying them one by one.
 _HEADLINE_WORDS = re.compile(
     r"BUG|Kernel panic|\[#\d|Unable to handle kernel|PANIC: |WARNING: |LOCKUP|INFO: |Insufficient stack|"
-    r"oom-killer|ut of memory|list_|Trigger a crash|Hardware Error|UBSAN: "
+    r"oom-killer|ut of memory|list_|Trigger a crash|Hardware Error|UBSAN: |Unhandled fault"
 )
 _FAULT_HEADLINES = (
     (_H_NULL, "null-deref"),
@@ -299,12 +310,19 @@ _H_WARN = re.compile(
     r"(?:(?P<file>[^\s:]+):(?P<line>\d{1,18}) )?(?P<where>.*)$"
 )
 _H_WARN_NEW = re.compile(
-    r"^" + _PREFIX + r"WARNING: (?:(?P<file>[^\s:]+):(?P<line>\d{1,18}) )?at (?P<where>.*?), "
+    r"^" + _PREFIX + r"WARNING: (?:\[.*\] )?(?:(?P<file>[^\s:]+):(?P<line>\d{1,18}) )?at (?P<where>.*?), "
     r"CPU#(?P<cpu>\d{1,18}): (?P<comm>.*)/(?P<pid>\d{1,18})$"
 )
 _H_LOCKDEP = re.compile(
     r"^WARNING: (?:possible |inconsistent lock|suspicious RCU|bad unlock|held lock|"
     r"lock held|Nested lock|\S+ still has locks held|\S+-safe -> \S+-unsafe)"
+    # lockdep's INFO: reports, and its 4.x headlines in brackets ("[ BUG: bad unlock balance
+    # detected! ]", "[ INFO: possible recursive locking detected ]")
+    r"|^INFO: (?:trying to register non-static key|suspicious RCU usage|possible |inconsistent lock|"
+    r"task \S+ can't die)"
+    r"|^\[ (?:BUG|INFO): .+ \]\s*$"
+    # 32-bit arm's fault that has no oops of its own yet
+    r"|^Unhandled fault: "
 )
 _H_DIE = re.compile(
     r"^(?:Oops: )?(?P<str>[^\[\]]+?): (?P<code>[0-9a-f]{4,16}) \[#(?P<n>\d{1,18})\]"
@@ -337,19 +355,23 @@ _TAINT_RELEASE_LOOSE = re.compile(r"^(?:Not tainted|Tainted: (?P<t>[A-Z ]*[A-Z])
 _HUNG_TAINT = re.compile(r"^(?:Not tainted|Tainted: )")
 _HARDWARE = re.compile(r"^Hardware name: (.*)$")
 _WORKQUEUE = re.compile(r"^Workqueue: (.*)$")
-_RIP = re.compile(r"^(?:RIP|pc) ?: (?:([0-9a-fA-F]{4}):)?(.*)$")
+# x86's "RIP: 0010:f+0x1/0x2", arm64's "pc : f+0x1/0x2", riscv's "epc : …", 32-bit arm's "PC is at …"
+_RIP = re.compile(r"^(?:(?:RIP|pc|epc) ?: |PC is at )(?:([0-9a-fA-F]{4}):)?(.*)$")
 _RIP_ADDRESS = re.compile(r"^\[<(" + _HEX + r")>\]\s*")
 _BARE_HEX = re.compile(r"^(?:0x)?(" + _HEX + r")\s*$")
 _GP_ADDRESS = re.compile(r"(?:non-canonical address|maybe for address) (0x" + _HEX + ")")
 _CODE = re.compile(r"^Code: (.*)$")
 _REG_START = re.compile(
     r"^(?:RSP|RAX|RBX|RCX|RDX|RSI|RDI|RBP|R0[89]|R1[0-5]|FS|GS|CS|DS|ES|CR[0234]|DR[0-7]|"
-    r"PKRU|EFLAGS|ORIG_RAX): "
+    r"PKRU|EFLAGS|ORIG_RAX|x\d{1,2} ?|sp ?|pstate): "
 )
+# arm64's link register line: "lr : caller+0x20/0x50 [mod]" (the caller when pc is not code).
+_LR = re.compile(r"^(?:(?:lr|ra) ?: |LR is at )(.*)$")
 _REG_PAIR = re.compile(
     r"([A-Za-z][A-Za-z0-9_]*):\s*(?:([0-9a-fA-F]{4}):)?(" + _HEX + r")(?:\(([0-9a-fA-F]+)\))?"
 )
-_CALL_TRACE = re.compile(r"^Call [Tt]race:\s*$")
+# 4.9 and older print "Call Trace:" after the stack's words, on the same line.
+_CALL_TRACE = re.compile(r"^(?:.*?Call [Tt]race:|Backtrace:)\s*$")
 _MODULES = re.compile(r"^Modules linked in:(.*)$")
 _LAST_UNLOADED = re.compile(r"\[last unloaded: ([^\]]*)\]")
 _MODULE_TOKEN = re.compile(r"^([^\s()\[\]]+)(?:\(([A-Z+\-]*)\))?$")
@@ -386,6 +408,8 @@ _GPR_NAMES = frozenset(
     {"RAX", "RBX", "RCX", "RDX", "RSI", "RDI", "RBP", "RSP"} | {f"R{n}" for n in range(8, 16)}
 )
 _REGISTER_ALIASES = {"R08": "R8", "R09": "R9"}
+_ARM64_GPR = re.compile(r"^(?:X\d{1,2}|SP|LR|PC)$")
+_ARM64_PAD = re.compile(r"\b(x\d|sp) :")
 
 # Kinds whose headline is followed by the die() line of the same report.
 _TAKES_DIE_LINE = frozenset(
@@ -406,7 +430,12 @@ def parse_trace_entry(text: str, context: str | None = None) -> TraceEntry | Non
     " 0xffffffffc0a2b000"), or return None when the line is not one."""
     m = _ENTRY.match(text)
     if m is None:
-        return None
+        arm = _ARM_ENTRY.match(text)
+        if arm is None:
+            return None
+        off = int(arm.group("off"), 16) if arm.group("off") else None
+        size = int(arm.group("size"), 16) if arm.group("size") else None
+        return TraceEntry(arm.group("func"), off, size, arm.group("mod"), True, context, _hex(arm.group("addr")))
     address = _hex(m.group("addr")) if m.group("addr") else None
     reliable = m.group("q") is None
     if m.group("sym"):
@@ -457,6 +486,16 @@ def _parse_code(text: str) -> tuple[bytes | None, int | None]:
     data = bytearray()
     trap: int | None = None
     for token in text.split():
+        marked = token[:1] in "<(" and token[-1:] in ">)"
+        word = token[1:-1] if marked else token
+        if len(word) == 8:  # arm64 and others print 32-bit instruction words, in CPU order
+            value = _hex(word)
+            if value is None or (marked and trap is not None):
+                break
+            if marked:
+                trap = len(data)
+            data += value.to_bytes(4, "little")
+            continue
         if len(token) == 4 and token[0] in "<(" and token[3] in ">)":
             value = _hex(token[1:3])
             if value is None or trap is not None:
@@ -578,6 +617,7 @@ class _Builder:
         self.last_unloaded: str | None = None
         self.lockup_seconds: int | None = None
         self.location: TraceEntry | None = None
+        self.link: TraceEntry | None = None
         self.page_table: str | None = None
         self.hints: list[str] = []
         # reading state
@@ -612,7 +652,22 @@ class _Builder:
                 return handled
         if self.ended:
             return self._after_end(body)
-        return self._body_line(body)
+        if self._body_line(body):
+            return True
+        if self.trace_state == "none" and self.headerless_stack and _HEADERLESS_ENTRY.match(text):
+            # KMSAN prints the stack right under its headline, riscv right after the registers
+            self.trace_state = "open"
+            return self._trace_entry(text)
+        return False
+
+    @property
+    def headerless_stack(self) -> bool:
+        """Whether a stack may start without a "Call Trace:" line: under a sanitizer's headline,
+        or after a register dump (never under lockdep's headlines, whose dependency chains
+        print stacks of other acquisitions before the report's own)."""
+        if self.kind == "other":
+            return any(word in self.headline for word in ("KMSAN:", "KASAN:", "KFENCE:", "UBSAN:", "KCSAN:"))
+        return bool(self.registers) or self.rip is not None
 
     def _other_cpu(self, body: str) -> bool:
         m = _NMI_BT.match(body)
@@ -730,6 +785,7 @@ class _Builder:
             (_HARDWARE, self._on_hardware),
             (_WORKQUEUE, self._on_workqueue),
             (_RIP, self._on_rip),
+            (_LR, self._on_link),
             (_CODE, self._on_code),
             (_REG_START, self._on_registers),
             (_CALL_TRACE, self._on_call_trace),
@@ -816,6 +872,15 @@ class _Builder:
         elif address is not None:
             self.registers["RIP"] = address
 
+    def _on_link(self, m: re.Match[str], body: str) -> None:
+        if self.embedded or self.link is not None:
+            return
+        self.link = _symbol_entry(m.group(1))
+        if self.link is None:
+            bare = _BARE_HEX.match(m.group(1).strip())
+            if bare is not None and _hex(bare.group(1)) is not None:
+                self.registers.setdefault("LR", _hex(bare.group(1)))
+
     def _on_code(self, m: re.Match[str], body: str) -> None:
         if self.embedded or self.code is not None:
             return
@@ -824,6 +889,8 @@ class _Builder:
     def _on_registers(self, m: re.Match[str], body: str) -> None:
         if self.embedded:
             return
+        if body[:1] in "xs":
+            body = _ARM64_PAD.sub(r"\1:", body)  # arm64's "sp : ffff80000871" and "x9 : 0000…"
         for name, value in _parse_registers(body).items():
             self.registers.setdefault(name, value)
 
@@ -915,6 +982,7 @@ class _Builder:
             page_table=self.page_table,
             hints=tuple(self.hints),
             kdump_loaded=self.kdump_loaded,
+            link=self.link,
         )
 
 
@@ -1050,7 +1118,18 @@ def _headline(body: str) -> _Headline | None:
     if _H_MCE.search(body):
         return _Headline("mce", merge_into=("mce",))
     if _H_BUG_OTHER.match(body) or _H_UBSAN.match(body) or _H_LOCKDEP.match(body):
-        return _Headline("other")
+        # "BUG: KASAN: use-after-free in f+0x1/0x2", "BUG: KMSAN: uninit-value in f+0x1/0x2":
+        # the sanitizers name the function that made the bad access.
+        _, sep, after = body.partition(" in ")
+        where = _symbol_entry(after) if sep else None
+        if where is None:
+            return _Headline("other")
+
+        def other(b: _Builder, where: TraceEntry = where) -> None:
+            if b.location is None:
+                b.location = where
+
+        return _Headline("other", other)
     return None
 
 

@@ -104,9 +104,6 @@ class FaultExplanation:
     from_log: bool = False
     """True when explained from an earlier oops's log record (RIP, register dump), not a frame."""
     is_ud2: bool = False
-    from_log: bool = False
-    """True when explained from an earlier oops's log record (RIP, register dump), not a frame."""
-    is_ud2: bool = False
     cpu_event: dict | None = None
     """What happened to the CPU at this frame (decode/cpuevent.py): the exception vector and the
     words for its instruction ("faulting instruction", "trapping instruction")."""
@@ -810,4 +807,3 @@ def _freed_object(prog: drgn.Program, ex: FaultExplanation) -> dict | None:
         if found is not None and not found["allocated"]:
             return found
     return None
-

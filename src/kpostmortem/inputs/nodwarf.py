@@ -158,8 +158,8 @@ def _arch(prog: drgn.Program):
 
 def _pt_regs_type(prog: drgn.Program, names: Sequence[str] = _PT_REGS) -> drgn.Type:
     u64 = prog.int_type("unsigned long", 8, False)
-    return prog.struct_type("pt_regs", 8 * len(_PT_REGS),
-                            [drgn.TypeMember(u64, name, 64 * i) for i, name in enumerate(_PT_REGS)])
+    return prog.struct_type("pt_regs", 8 * len(names),
+                            [drgn.TypeMember(u64, name, 64 * i) for i, name in enumerate(names)])
 
 
 def stack_from_prstatus(prog: drgn.Program, pr: PrStatus, kernel_range: tuple[int, int] | None):

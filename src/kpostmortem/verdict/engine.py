@@ -15,7 +15,7 @@ from kpostmortem.verdict.frames import base_name, choose_guilty, is_plumbing
 from kpostmortem.verdict.hangs import hang_explanation, hang_guilty, rcu_holder_guilty, spin_holder_guilty
 from kpostmortem.verdict.titles import make_signature, make_title
 
-__all__ = ["decide", "category_of_record", "primary_record"]
+__all__ = ["decide", "category_of_record", "log_fallback_record", "primary_record"]
 
 NULL_WINDOW = 0x10000
 CONFIDENT = 0.5
@@ -88,7 +88,22 @@ def category_of_record(rec: dict) -> str | None:
         addr = rec.get("fault_address")
         if addr is not None and addr < NULL_WINDOW:
             return "null-pointer-dereference"
+    if kind == "other":
+        # The sanitizers' reports: KASAN/KFENCE found a bad access to memory (KMSAN, KCSAN,
+        # UBSAN and lockdep reports have no category of their own).
+        headline = rec.get("headline") or ""
+        if "KASAN: null-ptr-deref" in headline:
+            return "null-pointer-dereference"
+        if "KASAN: " in headline or "KFENCE: " in headline:
+            return "memory-corruption"
     return _RECORD_CATEGORY.get(kind or "")
+
+
+def log_fallback_record(records: list[dict]) -> tuple[dict | None, int]:
+    """For a log with no fatal record: the first WARNING (a report the machine survived), else
+    the first record of any kind (a lockdep or KMSAN report: no category, but a function)."""
+    pidx = next((i for i, r in enumerate(records) if r.get("kind") == "warning"), 0 if records else -1)
+    return (records[pidx] if pidx >= 0 else None), pidx
 
 
 def primary_record(records: list[dict]) -> tuple[dict | None, int]:
@@ -148,7 +163,14 @@ def _rec_is_current(rec: dict, report: Report) -> bool:
 
 def _guilty_from_trace(d: _Decision, report: Report) -> None:
     cat = d.category
-    skip_sched = cat in ("stack-corruption", "hung-task")
+    # A bad memory access inside a lock or wait primitive (the lock word, the wait queue) is on
+    # the caller's object: the caller is the suspect, as for hangs.
+    # A WARNING inside them (lock debugging's checks) is about the caller's lock too.
+    skip_sched = cat in ("stack-corruption", "hung-task", "general-protection-fault", "bad-page-fault",
+                         "null-pointer-dereference", "memory-corruption", "warning", "warning-escalated",
+                         # reports with no category of their own (lockdep, sleeping in atomic,
+                         # KMSAN) are about how the caller used a lock or slept, not the primitive
+                         "unknown")
     skip_irq = cat in ("soft-lockup", "hard-lockup", "rcu-stall", "hung-task")
     frames = report.frames
     if cat == "stack-corruption":
@@ -669,9 +691,7 @@ def decide(report: Report) -> Verdict:
     primary, pidx = primary_record(records)
     from_log = report.dump.get("source") == "log"
     if primary is None and from_log:
-        # A log may hold only reports the machine survived: a WARNING is then the finding.
-        pidx = next((i for i, r in enumerate(records) if r.get("kind") == "warning"), -1)
-        primary = records[pidx] if pidx >= 0 else None
+        primary, pidx = log_fallback_record(records)
 
     # 1. Category: the log's first fatal record, checked against the dump's own crash path.
     if primary is not None:

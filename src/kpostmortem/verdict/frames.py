@@ -38,15 +38,37 @@ PLUMBING = frozenset({
     "dump_stack", "dump_stack_lvl", "show_stack", "show_regs", "handle_stack_overflow",
     # The OOM killer's report (a log's "invoked oom-killer" trace starts in it).
     "dump_header", "oom_kill_process",
+    # Exception entry and reporting of 4.x kernels, met in old logs' traces.
+    "fixup_bug", "do_invalid_op", "invalid_op", "do_general_protection", "general_protection",
+    "page_fault", "do_page_fault", "__do_page_fault", "async_page_fault", "warn_slowpath_null",
+    # The sanitizers' report printing (KASAN, KMSAN, KCSAN): the checked access is in the caller.
+    "print_address_description", "print_report", "check_memory_region", "check_memory_region_inline",
+    # Reports that print a stack: lockdep, spinlock debugging, UBSAN, sleeping-in-atomic, RCU
+    # stalls and NMI backtraces (the stack they print is the suspect's, below them).
+    "print_circular_bug", "check_noncircular", "spin_dump", "spin_bug", "handle_overflow",
+    "dump_backtrace", "sched_show_task", "_sched_show_task", "nmi_cpu_backtrace",
+    "nmi_trigger_cpumask_backtrace", "arch_trigger_cpumask_backtrace", "rcu_dump_cpu_stacks",
+    "print_other_cpu_stall", "warn_alloc", "warn_bogus_irq_restore",
     "__stack_chk_fail", "die_body", "__report_bug", "report_bug_entry", "__warn_printk",
     # Hardening checks that report and stop: the code that called the checked copy is the suspect.
     "fortify_panic", "__fortify_panic", "fortify_report", "__fortify_report", "usercopy_abort",
     "__check_object_size", "check_heap_object", "__check_heap_object", "refcount_warn_saturate",
+    # Reports that stop with their own BUG() or panic: the caller passed the bad value.
+    "skb_panic", "skb_over_panic", "skb_under_panic", "__reiserfs_panic", "warn_slowpath_common",
+    "ret_from_exception",    # riscv's exception return, printed as a frame
+    "walk_stackframe", "__panic", "bad_page", "free_pages_check_bad", "check_new_page_bad",
 })
 # Exception entry, and the sanitizers' reporting (KASAN, KMSAN, KCSAN, UBSAN, KFENCE): the
 # instrumented access is in the caller.
 PLUMBING_PREFIXES = ("exc_", "asm_exc_", "__exc_", "kasan_", "__kasan_", "__asan_", "kmsan_", "__msan_",
-                     "kcsan_", "__tsan_", "ubsan_", "__ubsan_handle_", "kfence_")
+                     "kcsan_", "__tsan_", "ubsan_", "__ubsan_handle_", "kfence_", "__hwasan_",
+                     # coverage instrumentation (KCOV) called from every basic block of its caller
+                     "__sanitizer_cov_", "write_comp_data",
+                     # retpoline and call-depth thunks: an indirect call's trampoline, not code
+                     "__x86_indirect_thunk_", "__x86_indirect_call_thunk_", "__x86_return_thunk",
+                     # system call entry: the suspect is in the call, never the entry code
+                     "entry_SYSCALL", "entry_SYSENTER", "entry_INT80", "do_syscall_", "do_fast_syscall",
+                     "__do_fast_syscall", "do_int80_syscall")
 
 # Interrupt entry and the watchdogs that fire from it: the suspect is what they interrupted.
 INTERRUPT_PLUMBING = frozenset({
@@ -98,7 +120,8 @@ SCHEDULER_PREFIXES = ("schedule_", "__schedule", "msleep", "usleep", "ssleep", "
                       "_raw_read_lock", "_raw_write_lock", "queued_read_lock", "queued_write_lock",
                       "do_raw_spin_lock", "rt_mutex", "__rt_mutex", "rwbase_", "percpu_down", "percpu_rwsem",
                       "bit_wait", "out_of_line_wait_on_bit", "folio_wait_bit", "wait_on_page_bit", "__folio_lock",
-                      "__lock_page")
+                      "__lock_page", "lock_sock", "__lock_sock", "console_lock", "do_raw_write_lock",
+                      "do_raw_read_lock")
 
 # Generic helpers: a fault inside them is usually the caller's bug (for the title).
 HELPERS = frozenset({
@@ -117,6 +140,36 @@ HELPERS = frozenset({
     "kfree", "kmem_cache_free", "__kmem_cache_free", "slab_free", "__slab_free", "do_slab_free",
     "kmalloc", "__kmalloc", "kmem_cache_alloc", "___slab_alloc", "__kmalloc_node",
     "vfree", "__vunmap", "kvfree",
+    # More library code that works on its caller's data: formatting, checksums, user and
+    # iterator copies, trees and lookups, and the reference drops that free an object. A fault,
+    # BUG or WARNING inside them is raised on the caller's object.
+    "strlcpy", "strncat", "strnstr", "strndup", "memdup_user", "kmemdup_nul", "scnprintf", "vscnprintf",
+    "kasprintf", "kvasprintf", "string", "pointer", "hex_dump_to_buffer", "print_hex_dump",
+    "_copy_to_iter", "_copy_from_iter", "copy_to_iter", "copy_from_iter", "copy_page_to_iter",
+    "copy_page_from_iter", "copy_folio_to_iter", "__might_fault", "might_fault",
+    "kfree_skb", "kfree_skb_reason", "consume_skb", "iput", "iput_final", "ihold", "dput", "fast_dput",
+    "drop_nlink", "mark_buffer_dirty", "put_device", "ida_free", "__phys_addr", "__virt_addr_valid",
+    "unlock_page", "folio_unlock", "find_lock_entries", "truncate_inode_pages_range",
+    "__wake_up", "__wake_up_common", "__wake_up_common_lock", "complete", "complete_all",
+    "lock_timer_base", "__mod_timer", "mod_timer", "del_timer", "del_timer_sync", "__timer_delete_sync",
+    "timer_delete_sync", "timer_delete", "__timer_delete", "try_to_del_timer_sync",
+    "flush_work", "__flush_work", "queue_work_on", "__queue_work", "insert_work", "__queue_delayed_work",
+    "queue_delayed_work_on", "flush_workqueue", "__flush_workqueue", "drain_workqueue",
+    "destroy_workqueue", "cancel_work_sync", "__cancel_work_timer", "__cancel_work", "try_to_grab_pending",
+    "work_is_static_object", "timer_is_static_object", "debug_print_object", "debug_check_no_obj_freed",
+    "set_bit", "clear_bit", "change_bit", "test_and_set_bit", "test_and_clear_bit", "test_and_change_bit",
+    "stack_trace_consume_entry", "arch_stack_walk", "stack_trace_save", "assertfail",
+    "usercopy_warn", "proc_register", "cleanup_srcu_struct",
+    "hex_string", "format_decode", "string_nocheck", "__read_once_word_nocheck", "read_word_at_a_time",
+    "__virt_to_phys", "__phys_addr_symbol", "__local_bh_enable_ip", "local_bh_enable", "__seqprop_assert",
+    "call_rcu", "__call_rcu", "init_timer_key", "__try_to_del_timer_sync", "memdup_user_nul", "kfree_skb_list",
+    # The driver core and the USB core: device registration, removal and URB cancelling
+    # act on the caller's device; a fault or WARNING in them is a driver's lifetime bug.
+    "device_add", "device_del", "device_unregister", "device_destroy", "device_release",
+    "get_device_parent", "device_remove_file", "device_for_each_child", "dpm_sysfs_remove",
+    "devres_release_all", "add_uevent_var", "usb_kill_urb", "usb_kill_anchored_urbs", "usb_submit_urb",
+    "usb_hcd_submit_urb", "usb_control_msg", "kthread_stop", "unregister_netdev", "rollback_registered",
+    "rollback_registered_many",
 })
 
 
@@ -128,11 +181,39 @@ ALLOCATOR_PREFIXES = (
     "vmalloc", "__vmalloc_node", "alloc_slab_page", "allocate_slab", "new_slab", "___slab_alloc",
     "__slab_alloc", "slab_alloc", "alloc_pages_mpol", "__alloc_frozen_pages", "kvmalloc", "__kvmalloc",
     "kzalloc", "krealloc", "__do_kmalloc",
+    # freeing, and the large-kmalloc and NUMA paths (an allocator WARNING is the caller's size)
+    "__free_pages", "free_pages", "slab_free", "free_large_kmalloc", "__kmem_cache_alloc", "___kmalloc_large",
+    "__kmalloc_large", "kmalloc_large", "alloc_page_interleave",
 )
 
 
-# Inline atomic and refcount helpers: a NULL or freed object faults in them, not in its user.
-HELPER_PREFIXES = ("refcount_", "__refcount_", "atomic_", "atomic64_", "arch_atomic", "raw_atomic")
+# Inline atomic and refcount helpers: a NULL or freed object faults in them, not in its user;
+# and lockdep's and debugobjects' checks, which run inside lock and timer calls on the caller's
+# object (the lock primitives themselves stay: see SCHEDULER for when they are skipped).
+HELPER_PREFIXES = ("refcount_", "__refcount_", "atomic_", "atomic64_", "arch_atomic", "raw_atomic",
+                   "lock_acquire", "__lock_acquire", "lock_release", "__lock_release", "lock_acquired",
+                   "lock_contended", "lockdep_", "__lockdep_", "mark_lock", "validate_chain", "check_prev_add",
+                   "perf_trace_lock", "trace_lock_", "debug_object", "__debug_object", "kcsan_",
+                   # lockdep's and the lock debugging's reports, and the might_sleep() and
+                   # smp_processor_id() checks: the report is about the code that called the lock
+                   "print_usage_bug", "print_unlock_imbalance_bug", "print_lock_", "debug_check_no_locks",
+                   "register_lock_class", "mark_held_locks", "lock_is_held", "__might_sleep", "___might_sleep",
+                   "__might_resched", "might_sleep", "check_preemption_disabled", "debug_smp_processor_id",
+                   "__this_cpu_preempt_check", "debug_lockdep_rcu_enabled",
+                   # lock release and the rest of the lock primitives (taking a lock is in SCHEDULER)
+                   "_raw_spin_unlock", "do_raw_spin_unlock", "_raw_read_unlock", "_raw_write_unlock",
+                   "mutex_unlock", "__mutex_unlock", "up_read", "up_write", "_atomic_dec_and_lock",
+                   "_raw_spin_trylock", "mutex_trylock", "down_read_trylock", "down_write_trylock",
+                   "do_raw_spin_trylock", "mutex_remove_waiter", "mutex_optimistic_spin", "osq_lock",
+                   "lock_downgrade", "reacquire_held_locks", "look_up_lock_class", "hlock_class",
+                   "check_irq_usage", "check_usage", "print_bad_irq_dependency", "print_irq_inversion_bug",
+                   "trace_hardirqs_", "trace_softirqs_", "__task_rq_lock", "task_rq_lock",
+                   "__down_trylock_console_sem", "__printk_safe_flush", "aes_encrypt", "aes_decrypt",
+                   "simple_copy_to_iter",
+                   # references, trees, lookups, checksums, printk and kobjects: library code
+                   "kref_", "ref_tracker", "__list_", "list_", "hlist_", "rb_", "__rb_", "xas_", "xa_",
+                   "rhashtable_lookup", "crc", "__crc", "printk", "_printk", "vprintk", "kobject_", "__kobject_",
+                   "klist_", "sysfs_remove", "sysfs_create")
 
 
 def is_helper(name: str) -> bool:
