@@ -474,3 +474,26 @@ def test_library_code_is_skipped_for_the_caller():
              "hdm_disconnect", "usb_disconnect"]
     frames = [Frame(index=i, function=n) for i, n in enumerate(names)]
     assert choose_guilty(frames).function == "hdm_disconnect"
+
+
+SYMBOLIZED_ARM64 = """\
+[  100.000001] Unable to handle kernel NULL pointer dereference at virtual address 0000000000000000
+[  100.000002] Internal error: Oops: 0000000096000006 [#1] PREEMPT SMP
+[  100.000003] Modules linked in:
+[  100.000004] CPU: 0 PID: 1234 Comm: mount Not tainted 6.1.0 #1
+[  100.000005] pc : _compound_head include/linux/page-flags.h:253 [inline]
+[  100.000006] pc : unlock_page+0x18/0xb8 mm/folio-compat.c:20
+[  100.000007] lr : ni_readpage_cmpr+0x328/0x7cc fs/ntfs3/frecord.c:2139
+[  100.000008] Call trace:
+[  100.000009]  _compound_head include/linux/page-flags.h:253 [inline]
+[  100.000010]  unlock_page+0x18/0xb8 mm/folio-compat.c:19
+[  100.000011]  ni_readpage_cmpr+0x328/0x7cc fs/ntfs3/frecord.c:2139
+[  100.000012]  ntfs_read_folio+0xd8/0x128 fs/ntfs3/inode.c:697
+"""
+
+
+def test_traces_symbolized_by_decode_stacktrace_are_read(tmp_path):
+    """decode_stacktrace.sh adds "file:line" after each frame and prints inlined frames: a page
+    helper's caller is the suspect."""
+    v = verdict_of(tmp_path, SYMBOLIZED_ARM64)
+    assert (v["category"], v["function"]) == ("null-pointer-dereference", "ni_readpage_cmpr")

@@ -262,7 +262,14 @@ _ENTRY = re.compile(
     r"^\s*(?:\[<(?P<addr>[0-9a-fA-F]{1,16})>\]\s*)?(?P<q>\?\s+)?"
     r"(?:(?P<sym>[^\s+\[\]()<>?]+\+0x[0-9a-fA-F]{1,16}/0x[0-9a-fA-F]{1,16}(?:\s+\[[^\]]+\])?)"
     r"|0x(?P<bare>[0-9a-fA-F]{1,16})|\(null\))"
-    r"(?:\s+\([A-Z]\))?\s*$"
+    r"(?:\s+\([A-Z]\))?"
+    # decode_stacktrace.sh's (and syzkaller's) source location after the symbol: "mm/filemap.c:2407"
+    r"(?:\s+(?P<src>[\w./\-+]+\.[chS]:\d{1,9}(?::\d{1,9})?))?\s*$"
+)
+# decode_stacktrace.sh's inlined frames: "_compound_head include/linux/page-flags.h:253 [inline]"
+# (read and dropped: the physical frame follows)
+_INLINE_ENTRY = re.compile(
+    r"^\s*(?P<q>\?\s+)?(?P<func>[A-Za-z_][\w.]*) [\w./\-+]+\.[chS]:\d{1,9}(?::\d{1,9})? \[inline\]\s*$"
 )
 _MARKER = re.compile(r"^\s*<(/?)([A-Z#][A-Z0-9#_]*)>\s*(.*)$")
 # 32-bit arm's unwinder: "[<808ea9f4>] (gsmld_receive_buf) from [<808dcfac>] (tty_ioctl+0x7b4/0xa6c)"
@@ -366,6 +373,11 @@ _REG_START = re.compile(
     r"PKRU|EFLAGS|ORIG_RAX|x\d{1,2} ?|sp ?|pstate): "
 )
 # arm64's link register line: "lr : caller+0x20/0x50 [mod]" (the caller when pc is not code).
+# lockdep's reports about one acquisition: "is trying to acquire lock: (&x){+.+.}, at: f+0x1/0x2"
+_H_LOCK_SITE = re.compile(r"possible (?:circular locking|recursive locking|irq lock inversion)|inconsistent lock state")
+_LOCK_AT = re.compile(
+    r"\bat: (?:\[<[0-9a-fA-F]{1,16}>\]\s*)?(\S+\+0x[0-9a-fA-F]{1,16}/0x[0-9a-fA-F]{1,16}(?:\s+\[[^\]\s]+\])?)"
+)
 _LR = re.compile(r"^(?:(?:lr|ra) ?: |LR is at )(.*)$")
 _REG_PAIR = re.compile(
     r"([A-Za-z][A-Za-z0-9_]*):\s*(?:([0-9a-fA-F]{4}):)?(" + _HEX + r")(?:\(([0-9a-fA-F]+)\))?"
@@ -618,6 +630,7 @@ class _Builder:
         self.lockup_seconds: int | None = None
         self.location: TraceEntry | None = None
         self.link: TraceEntry | None = None
+        self.lock_site_wanted = False
         self.page_table: str | None = None
         self.hints: list[str] = []
         # reading state
@@ -654,6 +667,11 @@ class _Builder:
             return self._after_end(body)
         if self._body_line(body):
             return True
+        if self.lock_site_wanted and self.location is None and self.trace_state == "none":
+            at = _LOCK_AT.search(body)
+            if at is not None:
+                self.location = _symbol_entry(at.group(1))
+                return True
         if self.trace_state == "none" and self.headerless_stack and _HEADERLESS_ENTRY.match(text):
             # KMSAN prints the stack right under its headline, riscv right after the registers
             self.trace_state = "open"
@@ -729,6 +747,10 @@ class _Builder:
         return False  # a line from elsewhere, interleaved: skip it
 
     def _trace_entry(self, text: str) -> bool:
+        if _INLINE_ENTRY.match(text):
+            # decode_stacktrace.sh's inlined frame: part of the physical frame on the next line,
+            # which the unsymbolized log and the dump's frame list name alone
+            return True
         context = self.contexts[-1] if self.contexts else None
         entry = parse_trace_entry(text, context)
         if entry is None:
@@ -1123,6 +1145,13 @@ def _headline(body: str) -> _Headline | None:
         _, sep, after = body.partition(" in ")
         where = _symbol_entry(after) if sep else None
         if where is None:
+            if _H_LOCK_SITE.search(body):
+                # lockdep names the acquisition it objects to on its first "at:" line
+
+                def lock_site(b: _Builder) -> None:
+                    b.lock_site_wanted = True
+
+                return _Headline("other", lock_site)
             return _Headline("other")
 
         def other(b: _Builder, where: TraceEntry = where) -> None:

@@ -57,6 +57,7 @@ PLUMBING = frozenset({
     "skb_panic", "skb_over_panic", "skb_under_panic", "__reiserfs_panic", "warn_slowpath_common",
     "ret_from_exception",    # riscv's exception return, printed as a frame
     "walk_stackframe", "__panic", "bad_page", "free_pages_check_bad", "check_new_page_bad",
+    "panic_saved_regs", "do_trap_break", "do_DataAbort", "retint_kernel",
 })
 # Exception entry, and the sanitizers' reporting (KASAN, KMSAN, KCSAN, UBSAN, KFENCE): the
 # instrumented access is in the caller.
@@ -120,7 +121,8 @@ SCHEDULER_PREFIXES = ("schedule_", "__schedule", "msleep", "usleep", "ssleep", "
                       "_raw_read_lock", "_raw_write_lock", "queued_read_lock", "queued_write_lock",
                       "do_raw_spin_lock", "rt_mutex", "__rt_mutex", "rwbase_", "percpu_down", "percpu_rwsem",
                       "bit_wait", "out_of_line_wait_on_bit", "folio_wait_bit", "wait_on_page_bit", "__folio_lock",
-                      "__lock_page", "lock_sock", "__lock_sock", "console_lock", "do_raw_write_lock",
+                      "__lock_page", "___preempt_schedule", "_cond_resched",
+                      "lock_sock", "__lock_sock", "console_lock", "do_raw_write_lock",
                       "do_raw_read_lock")
 
 # Generic helpers: a fault inside them is usually the caller's bug (for the title).
@@ -170,6 +172,12 @@ HELPERS = frozenset({
     "devres_release_all", "add_uevent_var", "usb_kill_urb", "usb_kill_anchored_urbs", "usb_submit_urb",
     "usb_hcd_submit_urb", "usb_control_msg", "kthread_stop", "unregister_netdev", "rollback_registered",
     "rollback_registered_many",
+    # socket buffers: skb_put()/skb_push()/skb_pull() BUG on the caller's length arithmetic
+    "skb_put", "__skb_put", "skb_push", "__skb_push", "skb_pull", "__skb_pull", "call_rcu_sched",
+    "sk_stop_timer", "sk_stop_timer_sync", "sk_reset_timer",
+    # MMIO accessors: the fault is on the driver's mapping
+    "__raw_readb", "__raw_readw", "__raw_readl", "__raw_readq", "__raw_writeb", "__raw_writew",
+    "__raw_writel", "__raw_writeq", "readb", "readw", "readl", "readq", "writeb", "writew", "writel", "writeq",
 })
 
 
@@ -183,7 +191,7 @@ ALLOCATOR_PREFIXES = (
     "kzalloc", "krealloc", "__do_kmalloc",
     # freeing, and the large-kmalloc and NUMA paths (an allocator WARNING is the caller's size)
     "__free_pages", "free_pages", "slab_free", "free_large_kmalloc", "__kmem_cache_alloc", "___kmalloc_large",
-    "__kmalloc_large", "kmalloc_large", "alloc_page_interleave",
+    "__kmalloc_large", "kmalloc_large", "alloc_page_interleave", "free_unref_", "__page_cache_alloc",
 )
 
 
@@ -209,7 +217,7 @@ HELPER_PREFIXES = ("refcount_", "__refcount_", "atomic_", "atomic64_", "arch_ato
                    "check_irq_usage", "check_usage", "print_bad_irq_dependency", "print_irq_inversion_bug",
                    "trace_hardirqs_", "trace_softirqs_", "__task_rq_lock", "task_rq_lock",
                    "__down_trylock_console_sem", "__printk_safe_flush", "aes_encrypt", "aes_decrypt",
-                   "simple_copy_to_iter",
+                   "simple_copy_to_iter", "raw_spin_rq_", "aesti_",
                    # references, trees, lookups, checksums, printk and kobjects: library code
                    "kref_", "ref_tracker", "__list_", "list_", "hlist_", "rb_", "__rb_", "xas_", "xa_",
                    "rhashtable_lookup", "crc", "__crc", "printk", "_printk", "vprintk", "kobject_", "__kobject_",
