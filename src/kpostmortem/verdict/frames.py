@@ -218,6 +218,8 @@ HELPER_PREFIXES = ("refcount_", "__refcount_", "atomic_", "atomic64_", "arch_ato
                    "trace_hardirqs_", "trace_softirqs_", "__task_rq_lock", "task_rq_lock",
                    "__down_trylock_console_sem", "__printk_safe_flush", "aes_encrypt", "aes_decrypt",
                    "simple_copy_to_iter", "raw_spin_rq_", "aesti_",
+                   # preemption bookkeeping inlined into preempt_enable() and the delay loops
+                   "__preempt_count_", "preempt_count_",
                    # references, trees, lookups, checksums, printk and kobjects: library code
                    "kref_", "ref_tracker", "__list_", "list_", "hlist_", "rb_", "__rb_", "xas_", "xa_",
                    "rhashtable_lookup", "crc", "__crc", "printk", "_printk", "vprintk", "kobject_", "__kobject_",

@@ -29,7 +29,8 @@ __all__ = ["hang_explanation", "hang_guilty", "rcu_holder_guilty", "spin_holder_
 BUSY_WAIT_HELPERS = frozenset({
     "delay_tsc", "delay_loop", "delay_halt", "delay_halt_mwaitx", "delay_halt_tpause", "__delay", "__const_udelay",
     "__udelay", "__ndelay", "udelay", "ndelay", "mdelay", "__preempt_count_add", "__preempt_count_sub",
-    "preempt_count_add", "preempt_count_sub", "touch_nmi_watchdog", "touch_softlockup_watchdog", "cpu_relax",
+    "preempt_count_add", "preempt_count_sub", "__preempt_count_dec_and_test", "preempt_count_dec_and_test",
+    "should_resched", "touch_nmi_watchdog", "touch_softlockup_watchdog", "cpu_relax",
     "rep_nop", "native_read_tsc", "rdtsc", "rdtsc_ordered",
 })
 # The NMI that stopped another CPU for the dump: not what that CPU was doing.
