@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import log, userland
+from . import log, releases, userland
 from .cpio import CpioWriter
 from .kernels import CROSS_PREFIX, HOST_ARCH, Kernel, KernelError, read_ko, run
 
@@ -79,8 +79,9 @@ def _add_binaries(w: CpioWriter, binaries: list[str]) -> None:
 
 
 def _add_tools(w: CpioWriter, k: Kernel, names: list[str]) -> None:
-    """The guest tools: the host's; for a foreign architecture, those of its Debian
-    packages (userland.py)."""
+    """The guest tools: the host's, or those of the series' own Debian release (its
+    chroot) so that the capture kernel runs the makedumpfile of the kernel's release;
+    for a foreign architecture, those of its Debian packages (userland.py)."""
     if k.arch != HOST_ARCH:
         root = userland.sysroot(k.arch, k.root.parents[1])
         for name in names:
@@ -89,7 +90,14 @@ def _add_tools(w: CpioWriter, k: Kernel, names: list[str]) -> None:
             for i, (inside, host) in enumerate(userland.binary_files(root, k.arch, prog)):
                 w.add_file("bin/" + name if i == 0 else inside, host, 0o755)
         return
-    _add_binaries(w, [_tool(n) for n in names])
+    if not k.toolroot:
+        _add_binaries(w, [_tool(n) for n in names])
+        return
+    for name in names:
+        inside = releases.chroot_tool(k.toolroot, name)
+        w.add_file("bin/" + name, releases.host_path(k.toolroot, inside), 0o755)
+        for lib in releases.chroot_libs(k.toolroot, inside):
+            w.add_file(lib, releases.host_path(k.toolroot, lib), 0o755)
 
 
 def _base(w: CpioWriter, k: Kernel | None = None) -> None:
@@ -361,8 +369,12 @@ def reassemble(disk: Path, out: Path) -> None:
         raise GuestError(f"makedumpfile -R failed ({r.returncode}): {r.stderr.strip()[-500:]}")
 
 
-def makedumpfile_version() -> str:
-    r = subprocess.run([_tool("makedumpfile"), "-v"], capture_output=True, text=True)
+def makedumpfile_version(k: Kernel | None = None) -> str:
+    """The version of the makedumpfile the capture kernel of k's guests runs."""
+    if k is not None and k.toolroot:
+        r = releases.chroot_run(k.toolroot, ["makedumpfile", "-v"])
+    else:
+        r = subprocess.run([_tool("makedumpfile"), "-v"], capture_output=True, text=True)
     first = (r.stdout + r.stderr).strip().splitlines()
     return first[0].replace("makedumpfile: version ", "").strip() if first else ""
 

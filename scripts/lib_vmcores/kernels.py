@@ -10,6 +10,7 @@ newest one the metapackage depends on is used instead, and the log says so.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import functools
 import hashlib
@@ -23,7 +24,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import log
+from . import log, releases
 
 KERNELS_TOML = Path(__file__).resolve().parents[2] / "fixtures" / "vmcores" / "kernels.toml"
 
@@ -56,7 +57,7 @@ def series_arch(series: str) -> str:
 # --kernel-version SERIES=WANT for this run (set_kernel_versions), over kernels.toml.
 _overrides: dict[str, str] = {}
 
-CRASHPOC_SOURCES = ("crashpoc.c", "crashpoc_badsym.c", "Kbuild")
+CRASHPOC_SOURCES = ("crashpoc.c", "crashpoc_badsym.c", "compat.h", "Kbuild")
 # the capture kernel's disk: virtio-pci on x86's q35/pc, virtio-mmio on arm64's virt
 CAPTURE_MODULES = {"amd64": ("virtio_blk", "virtio_pci"), "arm64": ("virtio_blk", "virtio_mmio")}
 
@@ -65,7 +66,31 @@ class KernelError(RuntimeError):
     pass
 
 
+# `-o` options of the Debian release whose apt configuration apt-get/apt-cache use in
+# this context (a series from another release than the host's: releases.py); empty: the host's
+_apt_options: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "apt_options", default=())
+
+
+@contextlib.contextmanager
+def apt_for(series: str):
+    """apt-get/apt-cache (through run()) use the series' Debian release's own apt
+    configuration in the cache, when kernels.toml names one (`debian`)."""
+    release = SERIES[series].get("debian")
+    if not release:
+        yield
+        return
+    from .main import cache_root
+    token = _apt_options.set(tuple(releases.apt_options(cache_root(), release)))
+    try:
+        yield
+    finally:
+        _apt_options.reset(token)
+
+
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    if cmd and cmd[0] in ("apt-get", "apt-cache") and _apt_options.get():
+        cmd = [cmd[0], *_apt_options.get(), *cmd[1:]]
     kw.setdefault("check", True)
     kw.setdefault("text", True)
     kw.setdefault("stdout", subprocess.PIPE)
@@ -77,7 +102,7 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
             from None
 
 
-_apt_updated = False
+_apt_updated: set[tuple[str, ...]] = set()    # the apt configurations updated in this run
 _apt_lock = threading.Lock()
 
 
@@ -87,12 +112,12 @@ def _apt_show(pkg: str) -> str:
 
 
 def _update_once(why: str) -> None:
-    global _apt_updated
+    config = _apt_options.get()
     with _apt_lock:
-        if not _apt_updated:
+        if config not in _apt_updated:
             log(f"{why}: running apt-get update")
             run(["apt-get", "update", "-q"], stdout=subprocess.DEVNULL)
-            _apt_updated = True
+            _apt_updated.add(config)
 
 
 def apt_show(pkg: str) -> str:
@@ -152,10 +177,18 @@ def _versions(pkg: str) -> list[str]:
     return madison() or (_update_once(f"apt-cache knows no {pkg}") or madison())
 
 
+def _image_package(release: str) -> str:
+    """The kernel image's package: `-unsigned` where the archive also has a signed one
+    (bullseye, bookworm); forky's archive has only linux-image-REL itself, unsigned."""
+    unsigned = f"linux-image-{release}-unsigned"
+    known = run(["apt-cache", "madison", unsigned], check=False).stdout.strip()
+    return unsigned if known else f"linux-image-{release}"
+
+
 def _available(release: str, version: str) -> bool:
     """Image, headers and -dbg of this exact kernel are all in the archive."""
     return all(version in _versions(pkg) for pkg in (
-        f"linux-image-{release}-unsigned", f"linux-headers-{release}", f"linux-image-{release}-dbg"))
+        _image_package(release), f"linux-headers-{release}", f"linux-image-{release}-dbg"))
 
 
 def _newest(series: str) -> tuple[str, str]:
@@ -173,7 +206,7 @@ def _wanted(series: str, want: str) -> tuple[str, str]:
     its flavour) or a package version of the series' metapackage (6.1.192-2)."""
     spec = SERIES[series]
     release = want if want.endswith("-" + spec["flavour"]) else f"{want}-{spec['flavour']}"
-    for version in _versions(f"linux-image-{release}-unsigned"):
+    for version in _versions(_image_package(release)):
         if _available(release, version):
             return release, version
     if want in _versions(spec["metapackage"]):
@@ -186,6 +219,11 @@ def _wanted(series: str, want: str) -> tuple[str, str]:
 
 @functools.cache
 def resolve(series: str) -> KernelPlan:
+    with apt_for(series):
+        return _resolve(series)
+
+
+def _resolve(series: str) -> KernelPlan:
     spec = SERIES[series]
     if series in _overrides:
         release, version = _wanted(series, _overrides[series])
@@ -202,7 +240,7 @@ def resolve(series: str) -> KernelPlan:
     q = f":{arch}" if arch != HOST_ARCH else ""
     headers = f"linux-headers-{release}"
     plan.packages = [
-        f"linux-image-{release}-unsigned{q}={version}",
+        f"{_image_package(release)}{q}={version}",
         f"{headers}{q}={version}",
         f"linux-image-{release}-dbg{q}={version}",
     ]
@@ -216,6 +254,13 @@ def resolve(series: str) -> KernelPlan:
                 # linux-kbuild-6.1 (>= V): take V itself when the archive has it
                 has_v = version in _versions(dep)
                 plan.packages.append(f"{dep}={version}" if has_v else dep)
+    # forky splits the image: linux-image-REL only depends on linux-binary-REL (vmlinuz)
+    # and linux-modules-REL (lib/modules), both of the same version
+    image = _image_package(release)
+    if not image.endswith("-unsigned"):
+        for dep, op, dver in _depends(apt_show(f"{image}={version}")):
+            if dep.startswith(("linux-binary-", "linux-modules-")) and op == "=":
+                plan.packages.append(f"{dep}{q}={dver}")
     return plan
 
 
@@ -234,12 +279,16 @@ class Kernel:
     package_version: str
     gcc: str = "gcc-12"
     arch: str = HOST_ARCH
+    toolroot: Path | None = None    # chroot of the series' Debian release, if not the host's
     dbg_done: threading.Event = field(default_factory=threading.Event)
     dbg_error: str = ""
 
     @property
     def vmlinuz(self) -> Path:
-        return self.root / "boot" / f"vmlinuz-{self.release}"
+        boot = self.root / "boot" / f"vmlinuz-{self.release}"
+        # forky's linux-binary-REL puts it beside the modules instead of in /boot
+        moved = self.root / "usr/lib/modules" / self.release / "vmlinuz"
+        return moved if not boot.exists() and moved.exists() else boot
 
     @property
     def vmlinux(self) -> Path:
@@ -294,7 +343,10 @@ class Kernel:
     def builtin_modules(self) -> set[str]:
         f = self.modules_dir / "modules.builtin"
         if not f.exists():
-            return set()
+            # forky's modules package ships no modules.builtin: the config says what is
+            # built in (CONFIG_<NAME>=y holds for the virtio drivers the capture needs)
+            cfg = (self.headers / ".config").read_text()
+            return {m.lower() for m in re.findall(r"^CONFIG_(\w+)=y$", cfg, re.M)}
         return {Path(line).name.split(".ko")[0].replace("-", "_")
                 for line in f.read_text().split()}
 
@@ -390,7 +442,8 @@ def _prepare(series: str, cache: Path, src_dir: Path) -> Kernel:
     missing = [p for p in plan.packages if not _deb_for(debs, p)]
     if missing:
         log(f"[{series}] downloading {' '.join(missing)}")
-        r = run(["apt-get", "download", "-q", *missing], cwd=debs, check=False)
+        with apt_for(series):
+            r = run(["apt-get", "download", "-q", *missing], cwd=debs, check=False)
         if r.returncode != 0:
             raise KernelError(f"apt-get download failed:\n{r.stdout}\n{r.stderr}")
     files = []
@@ -401,6 +454,10 @@ def _prepare(series: str, cache: Path, src_dir: Path) -> Kernel:
         files.append(f)
 
     k = Kernel(series, root, plan.release, plan.package_version, arch=series_arch(series))
+    if SERIES[series].get("debian"):
+        # another Debian release than the host's: its compiler, kbuild and guest tools
+        # run from a chroot of that release (releases.py)
+        k.toolroot = releases.ensure_chroot(cache, SERIES[series]["debian"])
     dbg = [f for f in files if "-dbg_" in f.name]
     for f in files:
         if f in dbg or (stamps / f.name).exists():
@@ -438,6 +495,8 @@ def _prepare(series: str, cache: Path, src_dir: Path) -> Kernel:
         # gcc-12-aarch64-linux-gnu (same version)
         k.gcc = m.group(1) if m.group(1).startswith(CROSS_PREFIX[k.arch]) \
             else CROSS_PREFIX[k.arch] + m.group(1)
+    elif m and k.toolroot:
+        k.gcc = m.group(1)    # the release's own compiler, in its chroot
     elif m and shutil.which(m.group(1)):
         k.gcc = m.group(1)
     build_crashpoc(k, src_dir)
@@ -463,6 +522,8 @@ def _fix_headers(k: Kernel) -> None:
     for mk in usr_src.glob("linux-headers-*/Makefile"):
         text = mk.read_text()
         fixed = re.sub(r"^include /usr/src/", f"include {usr_src}/", text, flags=re.M)
+        # 7.x's headers also name their own folder as the build output directory
+        fixed = re.sub(r"^KBUILD_OUTPUT=/usr/src/", f"KBUILD_OUTPUT={usr_src}/", fixed, flags=re.M)
         if fixed != text:
             mk.write_text(fixed)
     for mk in usr_src.glob("linux-headers-*/arch/*/Makefile"):
@@ -486,8 +547,13 @@ def build_crashpoc(k: Kernel, src_dir: Path) -> None:
         shutil.copy2(src_dir / name, k.crashpoc_dir / name)
     cross = [f"ARCH={k.arch}", f"CROSS_COMPILE={CROSS_PREFIX[k.arch]}"] \
         if k.arch != HOST_ARCH else []
-    r = run(["make", "-C", str(k.headers), f"M={k.crashpoc_dir}", f"CC={k.gcc}", *cross,
-             "KBUILD_MODPOST_WARN=1", "modules"], check=False)
+    make = ["make", "-C", str(k.headers), f"M={k.crashpoc_dir}", f"CC={k.gcc}", *cross,
+            "KBUILD_MODPOST_WARN=1", "modules"]
+    if k.toolroot:
+        # the release's gcc and kbuild in its chroot, the kernel tree mounted at its own path
+        r = releases.chroot_run(k.toolroot, make, binds=[k.root])
+    else:
+        r = run(make, check=False)
     if r.returncode != 0 or not k.crashpoc_ko.exists():
         raise KernelError(f"building crashpoc failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
     (k.crashpoc_dir / "build.log").write_text(r.stdout + r.stderr)
