@@ -71,10 +71,21 @@ class Context:
     @cached_property
     def crashed_prstatus(self) -> PrStatus:
         """The crashed CPU's NT_PRSTATUS note (pid and registers), read from the dump's header."""
-        pr = crashed_cpu(self.prog, self.dump.header.prstatus)
+        pr = crashed_cpu(self.prog, self.dump.header.prstatus, self._logged_crash_cpu())
         if pr is None:
             raise LookupError("the dump has no NT_PRSTATUS notes: no CPU registers to unwind")
         return pr
+
+    def _logged_crash_cpu(self) -> tuple[int | None, int | None] | None:
+        """(CPU, PID) of the log's last crash record: the panic's, else the last one's."""
+        try:
+            records = self.log.records
+        except Exception:  # noqa: BLE001 - no log: the notes alone pick the CPU
+            return None
+        if not records:
+            return None
+        rec = next((r for r in reversed(records) if r.panic_message is not None), records[-1])
+        return None if rec.cpu is None and rec.pid is None else (rec.cpu, rec.pid)
 
     def _degraded_trace(self) -> LinuxKernelStack:
         state = self.dump.degraded

@@ -92,3 +92,47 @@ def test_a_panic_in_an_exception_puts_the_reporting_records_rip_below_the_entry_
     assert names[:2] == ["__crash_kexec", None] and names[2] == "dump_stack_lvl"
     assert names[stub + 1:] == ["crashpoc_warn", "crashpoc_trigger_write", "full_proxy_write"]
     assert out[stub + 1].interrupted and out[stub + 1].module == "crashpoc"
+
+
+# ------------------------------------------------------------- which CPU crashed, without kallsyms
+
+class _NoSymbols:
+    """A program whose kallsyms cannot be read (Linux < 6.0 without vmlinux): no symbol at all."""
+
+    def symbol(self, name):
+        raise LookupError(name)
+
+    def read(self, address, size):
+        raise AssertionError("nothing to read without a symbol")
+
+
+def _notes(*pids):
+    from kpostmortem.inputs.elfinfo import PrStatus
+    return [PrStatus(cpu=i, pid=pid, registers={}) for i, pid in enumerate(pids)]
+
+
+def test_without_kallsyms_the_logs_last_report_picks_the_crashed_cpu():
+    from kpostmortem.inputs.nodwarf import crashed_cpu
+    # both CPUs run a task (a WARN made fatal by panic_on_warn on CPU 1 while CPU 0 runs another)
+    notes = _notes(93, 92)
+    assert crashed_cpu(_NoSymbols(), notes, (1, 92)).cpu == 1
+    # the CPU of the "CPU: N" line wins over a PID that runs nowhere else
+    assert crashed_cpu(_NoSymbols(), notes, (0, None)).cpu == 0
+    # a report of an idle task: the PID is not unique, the CPU is
+    assert crashed_cpu(_NoSymbols(), _notes(0, 0, 71), (1, 0)).cpu == 1
+    # without the log the old guess stands: the only CPU running a task
+    assert crashed_cpu(_NoSymbols(), _notes(0, 71), None).cpu == 1
+
+
+def test_kernel_image_bounds_from_vmcoreinfo_leave_modules_outside():
+    from kpostmortem.inputs.nodwarf import _image_from_vmcoreinfo
+    # 5.10's VMCOREINFO (values from a real dump): _stext and image data symbols, a direct-map
+    # pointer (mem_section) that must not stretch the range
+    info = {"SYMBOL(_stext)": "ffffffffb5c00000", "SYMBOL(init_uts_ns)": "ffffffffb7213700",
+            "SYMBOL(mem_section)": "ffff96f53ffd9000", "SYMBOL(clear_seq)": "ffffffffb7ac7dd0",
+            "SYMBOL(prb)": "ffffffffb72597e0", "OSRELEASE": "5.10.0-32-cloud-amd64"}
+    start, end = _image_from_vmcoreinfo(info)
+    assert start == 0xffffffffb5c00000 and end == 0xffffffffb7ac7dd1
+    assert start <= 0xffffffffb5d3a458 < end          # crash_setup_regs, in the kernel's text
+    assert not start <= 0xffffffffc0060466 < end      # crashpoc, a module
+    assert _image_from_vmcoreinfo({"OSRELEASE": "x"}) is None

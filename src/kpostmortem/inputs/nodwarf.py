@@ -66,6 +66,27 @@ class DegradedState:
     """What could not be set up, in words."""
 
 
+IMAGE_RANGE_KEY = "kpostmortem.image_range"
+"""prog.cache key: [start, end) bounding the kernel image's text and data, from VMCOREINFO, when
+kallsyms cannot be read (its _text/_end are unknown)."""
+_IMAGE_SPAN = 1 << 30   # x86-64's KERNEL_IMAGE_SIZE with KASLR; larger than any arm64 image
+
+
+def _image_from_vmcoreinfo(info: dict[str, str]) -> tuple[int, int] | None:
+    """[_stext, the highest image symbol VMCOREINFO names] (VMCOREINFO has given _stext since
+    Linux 4.x, and names data and bss objects of the image: init_uts_ns, prb, clear_seq...).
+
+    Enough to tell a PC in the kernel's own code (a panic path's crash_setup_regs) from one in a
+    module, which is all that is asked of it when kallsyms cannot be read.
+    """
+    start = _vmcoreinfo_symbol(info, "_stext")
+    if start is None:
+        return None
+    inside = [a for k in info if k.startswith("SYMBOL(")
+              if (a := _vmcoreinfo_symbol(info, k[7:-1])) is not None and start <= a < start + _IMAGE_SPAN]
+    return start, max(inside) + 1
+
+
 def _vmcoreinfo_int(info: dict[str, str], key: str) -> int | None:
     try:
         return int(info[key], 0)
@@ -96,6 +117,9 @@ def enable_degraded(prog: drgn.Program, header: DumpHeader) -> DegradedState:
             "no kernel symbols: VMCOREINFO does not locate the kallsyms tables (it does from "
             "Linux 6.0 on); functions are named from the log's oops report only"
         )
+        image = _image_from_vmcoreinfo(header.vmcoreinfo)
+        if image is not None:
+            prog.cache[IMAGE_RANGE_KEY] = image
         return state
     except (LookupError, ValueError, drgn.FaultError, OSError, NotImplementedError) as e:
         state.problems.append(
@@ -135,9 +159,11 @@ def enable_degraded(prog: drgn.Program, header: DumpHeader) -> DegradedState:
     return state
 
 
-def crashed_cpu(prog: drgn.Program, prstatus: Sequence[PrStatus]) -> PrStatus | None:
+def crashed_cpu(prog: drgn.Program, prstatus: Sequence[PrStatus],
+                logged: tuple[int | None, int | None] | None = None) -> PrStatus | None:
     """The NT_PRSTATUS of the CPU that crashed: ``crashing_cpu`` (x86, set by kdump's
-    shutdown path), else ``panic_cpu``, else the only CPU running a task."""
+    shutdown path), else ``panic_cpu``, else the CPU the log's last crash report came from
+    (``logged``: its "CPU: N PID: P" line), else the only CPU running a task."""
     for name in ("crashing_cpu", "panic_cpu"):
         try:
             raw = prog.read(prog.symbol(name).address, 4)
@@ -146,6 +172,16 @@ def crashed_cpu(prog: drgn.Program, prstatus: Sequence[PrStatus]) -> PrStatus | 
         (cpu,) = struct.unpack("<i", raw)
         if 0 <= cpu < len(prstatus):
             return prstatus[cpu]
+    if logged is not None:
+        # Without kallsyms (VMCOREINFO locates it only from Linux 6.0 on) neither variable can
+        # be found. The report the kernel printed last before crash_kexec() came from the
+        # crashing CPU: its CPU and PID pick the note, which the "only busy CPU" guess gets
+        # wrong whenever another CPU runs a task too (it may run a task on every CPU).
+        cpu, pid = logged
+        for match in ([p for p in prstatus if p.cpu == cpu and pid in (None, p.pid)],
+                      [p for p in prstatus if pid is not None and p.pid == pid]):
+            if len(match) == 1:
+                return match[0]
     busy = [p for p in prstatus if p.pid != 0]
     if len(busy) == 1:
         return busy[0]
@@ -404,7 +440,7 @@ def anchor_module_symbols(prog: drgn.Program, trace, records: Sequence) -> list[
     line for the exception frame, its call trace for the frame after a named one. Registers a
     symbol finder for them and records their ranges for ``module_of_address``.
     """
-    kernel = prog.main_module().address_range if _has_main(prog) else None
+    kernel = prog.main_module().address_range if _has_main(prog) else prog.cache.get(IMAGE_RANGE_KEY)
     frames = list(trace)
     anchors: dict[int, tuple[int, int, str, str]] = {}
 
