@@ -89,6 +89,9 @@ INTERRUPT_PLUMBING = frozenset({
     "print_other_cpu_stall", "rcu_dump_cpu_stacks", "panic_on_rcu_stall", "dump_cpu_task",
     "nmi_cpu_backtrace", "nmi_cpu_backtrace_handler", "nmi_trigger_cpumask_backtrace",
     "arch_trigger_cpumask_backtrace",
+    # The IRQ-stack switch of Linux 5.8-5.12 (arch/x86/entry/entry_64.S), a function of its own
+    # in every interrupt's trace; 5.13 replaced it with inline asm (call_on_irqstack), no frame.
+    "asm_call_irq_on_stack", "asm_call_sysvec_on_stack", "asm_call_on_stack",
 })
 # Every system-vector entry of DEFINE_IDTENTRY_SYSVEC (asm_sysvec_X → sysvec_X → instr_sysvec_X
 # → __sysvec_X): the timer, IPIs (call-function, reschedule, IRQ work), thermal, and the rest.
