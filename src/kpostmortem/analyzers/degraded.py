@@ -166,10 +166,17 @@ def run(ctx: Context, report: Report) -> None:
     taints: dict[str, str] = {}
     for r in records:
         taints.update(r.module_taints)
+    logged: set[str] = set()
+    if problem is not None or not names:
+        # No raw list (before Linux 6.0 VMCOREINFO does not locate kallsyms, so not `modules`
+        # either), and a panic() prints no "Modules linked in:": the modules the log's traces
+        # name as "func+off/size [mod]" were loaded when the kernel printed them.
+        for r in records:
+            logged.update(e.module for e in (*r.call_trace, *filter(None, [r.rip])) if e.module)
     mods = [
         {"name": name, "size": None, "state": None, "taints": taints.get(name, ""),
          "version": None, "srcversion": None, "sig_ok": None}
-        for name in set(names) | set(taints)
+        for name in set(names) | set(taints) | logged
     ]
     report.modules = modules_section(mods, report.frames, ctx.log, ctx.dump.debug.modules) | {
         "source": "the raw modules list and the log's 'Modules linked in:' (degraded mode)",
