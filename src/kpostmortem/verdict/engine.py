@@ -483,7 +483,9 @@ def _log_facts(d: _Decision, report: Report) -> None:
         if rec is not None:
             e.facts = [{"type": "log", "record": rec.get("index"), "contains": rec["headline"]}]
         elif e.text.startswith("assertion at "):
-            e.facts = _in_log(report, e.text.rsplit("/", 1)[-1])  # "file.c:211", as BUG() printed it
+            # "file.c:211", as BUG() printed it: after a directory (6.1's absolute M= path) or
+            # alone (7.2 prints an external module's file without one)
+            e.facts = _in_log(report, e.text.removeprefix("assertion at ").rsplit("/", 1)[-1])
 
 
 def _mark_unchecked(d: _Decision) -> None:
