@@ -505,6 +505,30 @@ def pointer_origin(prog: drgn.Program, trace: Sequence[drgn.StackFrame], insns: 
 BUGFLAG_WARNING = 1 << 0
 
 
+def _bug_file(prog: drgn.Program, entry: int, field_offset: int, disp: int) -> str | None:
+    """The file name a relative ``bug_entry`` points at.
+
+    x86-64's ``__BUG_REL`` wrote ``.long val - 2b`` (from the entry's start: 5.10) and now
+    writes ``.long val - .`` (from the field itself), and lib/bug.c reads it the same way as
+    its kernel wrote it; the struct is the same in both. The string the entry means starts after
+    a NUL (the previous string's end): the other reading lands 4 bytes into it (or before it).
+    """
+    mask = 2**64 - 1
+    candidates = [(entry + field_offset + disp) & mask, (entry + disp) & mask]
+    for ptr in candidates:
+        try:
+            text = prog.read_c_string(ptr, max_size=4096).decode(errors="replace")
+            before = prog.read(ptr - 1, 1)
+        except drgn.FaultError:
+            continue
+        if text and text.isprintable() and before == b"\0":
+            return text
+    try:
+        return prog.read_c_string(candidates[0], max_size=4096).decode(errors="replace") or None
+    except drgn.FaultError:
+        return None
+
+
 def bug_entry_at(prog: drgn.Program, pc: int) -> dict | None:
     """The ``struct bug_entry`` for a BUG()/WARN() at ``pc``: file, line, whether it is a WARN.
 
@@ -541,9 +565,12 @@ def bug_entry_at(prog: drgn.Program, pc: int) -> dict | None:
             if addr != pc:
                 continue
             try:
-                foff = drgn.offsetof(entry_type, "file_disp")
-                file_ptr = (eaddr + foff + int(e.file_disp)) & (2**64 - 1) if relative else int(e.file)
-                file = prog.read_c_string(file_ptr, max_size=4096).decode(errors="replace") if file_ptr else None
+                if relative:
+                    foff = drgn.offsetof(entry_type, "file_disp")
+                    file = _bug_file(prog, eaddr, foff, int(e.file_disp))
+                else:
+                    file_ptr = int(e.file)
+                    file = prog.read_c_string(file_ptr, max_size=4096).decode(errors="replace") if file_ptr else None
             except (LookupError, drgn.FaultError):
                 file = None
             flags = int(e.flags)
