@@ -17,6 +17,7 @@ import os
 import pytest
 
 from kpostmortem.decode.oopslog import parse_dmesg_text, parse_log
+from kpostmortem.helpers.source import normalize_source_path
 from kpostmortem.inputs.dump import open_dump
 from kpostmortem.pipeline import analyze_dump
 from kpostmortem.render.markdown import render_markdown
@@ -129,3 +130,16 @@ def test_redact_comm_leaves_no_process_name_in_any_format(sc):
         for pattern in _COMM_IN_TEXT:
             for m in pattern.finditer(rendered):
                 assert m.group(1).startswith("<comm-"), f"{m.group(0)!r} leaks a process name"
+
+
+@pytest.mark.parametrize("sc", [s for s in SCENARIOS if s["trigger"] in ("bug_on", "warn")], ids=lambda s: s["name"])
+def test_bug_table_entry_is_the_one_the_console_printed(sc):
+    """The trap's __bug_table entry read from the dump names the file and line the kernel printed
+    (its layouts differ: displacements from the entry or the field, 7.x's WARN trapping after its
+    argument setup with ud1)."""
+    records = parse_log(parse_dmesg_text(_first_kernel(console_log(sc["name"])))).records
+    printed = next(r for r in records if r.bug_line is not None)
+    bug = (report_of(sc["name"]).get("fault") or {}).get("bug")
+    assert bug, "no __bug_table entry found for the trap"
+    assert (bug["file"], bug["line"]) == (normalize_source_path(printed.bug_file), printed.bug_line)
+    assert bug["warning"] == (sc["trigger"] == "warn")

@@ -503,6 +503,8 @@ def pointer_origin(prog: drgn.Program, trace: Sequence[drgn.StackFrame], insns: 
 
 # include/asm-generic/bug.h
 BUGFLAG_WARNING = 1 << 0
+# How far before its trap a WARN's bug_entry may point (its argument setup: a few movs and leas).
+WARN_SETUP_BYTES = 32
 
 
 def _bug_file(prog: drgn.Program, entry: int, field_offset: int, disp: int) -> str | None:
@@ -556,14 +558,27 @@ def bug_entry_at(prog: drgn.Program, pc: int) -> dict | None:
         except LookupError:
             return None
     relative = any(m.name == "bug_addr_disp" for m in entry_type.members)
+    # A WARN that passes its arguments to the trap (x86's UD1 WARN of the 7.x kernels, whose
+    # bug_entry gained format_disp) records where its argument setup starts, a few instructions
+    # before the trap the exception frame points at: then the nearest entry before pc counts,
+    # when no entry is at pc itself.
+    setup = WARN_SETUP_BYTES if any(m.name == "format_disp" for m in entry_type.members) else 0
     for table, count in tables:
         entries = drgn.Object(prog, prog.array_type(entry_type, count), address=table)
+        found: tuple[int, int] | None = None    # (address, index) of the entry for pc
         for i in range(min(count, 200_000)):
+            eaddr = table + i * drgn.sizeof(entry_type)
+            addr = (eaddr + int(entries[i].bug_addr_disp)) & (2**64 - 1) if relative \
+                else int(entries[i].bug_addr)
+            if addr == pc:
+                found = (addr, i)
+                break
+            if pc - setup <= addr < pc and (found is None or addr > found[0]):
+                found = (addr, i)
+        if found is not None:
+            i = found[1]
             e = entries[i]
             eaddr = table + i * drgn.sizeof(entry_type)
-            addr = (eaddr + int(e.bug_addr_disp)) & (2**64 - 1) if relative else int(e.bug_addr)
-            if addr != pc:
-                continue
             try:
                 if relative:
                     foff = drgn.offsetof(entry_type, "file_disp")
@@ -770,11 +785,14 @@ def explain_fault_at(
     insn = insns[trap]
     ex.trapping_instruction = f"{insn.mnemonic} {insn.op_str}".strip()
     ex.is_ud2 = cpu.is_bug_trap(insn)     # ud2 on x86, brk #0x800 on arm64
-    if ex.is_ud2:
+    # 7.x's x86 WARN traps with ud1 (as UBSAN's checks do): it is WARN()'s when the bug table
+    # has an entry for it
+    if ex.is_ud2 or insn.mnemonic == "ud1":
         try:
             ex.bug = bug_entry_at(prog, pc)
         except (drgn.FaultError, LookupError, ValueError, TypeError) as e:
             ex.problems.append(f"__bug_table not readable: {e}")
+        ex.is_ud2 = ex.is_ud2 or ex.bug is not None
     mem = insn.mem
     if mem is None:
         return ex
