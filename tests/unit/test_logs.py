@@ -497,3 +497,37 @@ def test_traces_symbolized_by_decode_stacktrace_are_read(tmp_path):
     helper's caller is the suspect."""
     v = verdict_of(tmp_path, SYMBOLIZED_ARM64)
     assert (v["category"], v["function"]) == ("null-pointer-dereference", "ni_readpage_cmpr")
+
+
+RCU_STALL_STALE_CLOCK = """\
+[   13.554529] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:
+[   13.555537] rcu: \t0-...0: (0 ticks this GP) idle=d154/1/0x4000000000000000 softirq=370/370 fqs=149
+[   13.556325] \t(detected by 1, t=753 jiffies, g=-499, q=28 ncpus=2)
+[   13.557148] Sending NMI from CPU 1 to CPUs 0:
+[   11.934509] NMI backtrace for cpu 0
+[   11.934509] CPU: 0 PID: 102 Comm: sh Tainted: G           OE      6.1.0-57-cloud-amd64 #1  Debian 6.1.192-3
+[   11.934509] RIP: 0010:mydrv_spin+0x20/0x40 [mydrv]
+[   11.934509] RSP: 0018:ff4acb89803dbbd0 EFLAGS: 00000046
+[   11.934509] Call Trace:
+[   11.934509]  <TASK>
+[   11.934509]  mydrv_write+0x28/0x30 [mydrv]
+[   11.934509]  vfs_write+0xc7/0x3f0
+[   11.934509]  </TASK>
+[   13.558165] Kernel panic - not syncing: RCU Stall
+[   13.558165] CPU: 1 PID: 0 Comm: swapper/1 Tainted: G           OE      6.1.0-57-cloud-amd64 #1  Debian 6.1.192-3
+[   13.558165] Call Trace:
+[   13.558165]  <IRQ>
+[   13.558165]  panic+0x118/0x2f4
+[   13.558165]  panic_on_rcu_stall+0x30/0x35
+[   13.558165]  </IRQ>
+[   13.558165]  <TASK>
+[   13.558165]  asm_sysvec_apic_timer_interrupt+0x16/0x20
+[   13.558165] RIP: 0010:native_safe_halt+0xb/0x10
+"""
+
+
+def test_a_stalled_cpus_stale_clock_is_not_a_reboot(tmp_path):
+    """The CPU spinning with interrupts off prints its NMI backtrace stamped with its own stale
+    clock, seconds behind: the backtrace still belongs to the stall, which names its function."""
+    v = verdict_of(tmp_path, RCU_STALL_STALE_CLOCK)
+    assert (v["category"], v["function"], v["module"]) == ("rcu-stall", "mydrv_spin", "mydrv")

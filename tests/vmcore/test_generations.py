@@ -120,7 +120,12 @@ def test_console_oops_text_is_parsed_as_the_dump_says(sc):
             base_function_name(f["function"]) for f in report["stack"]["frames"] if f["function"]}
 
 
-@pytest.mark.parametrize("sc", [s for s in SCENARIOS if s["trigger"] == "warn"], ids=lambda s: s["name"])
+# Every WARN scenario of every series built (6.1's too: the rule is not a generation's), so the
+# test always has one to run.
+WARNS = [s for s in CORPUS.values() if s["trigger"] == "warn" and not s["expect"].get("damaged")]
+
+
+@pytest.mark.parametrize("sc", WARNS, ids=lambda s: s["name"])
 def test_redact_comm_leaves_no_process_name_in_any_format(sc):
     report = report_of(sc["name"])
     comms = {r["comm"] for r in report["log"]["records"] if r.get("comm")}

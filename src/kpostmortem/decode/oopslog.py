@@ -1235,6 +1235,7 @@ _PANIC_MESSAGE_KINDS = (
 )
 
 _ESCALATION_MAX_SECONDS = 120.0
+_BOOT_CLOCK = 1.0  # seconds: a timestamp that goes back below this is a new boot's first lines
 _RECORD_GAP = 30.0
 _ESCALATION_MAX_LINES = 4000
 
@@ -1326,8 +1327,12 @@ class _Parser:
     def _notice_reboot(self, line: LogLine, body: str) -> None:
         """A new kernel's log (kdump's capture kernel on the console) ends every open record."""
         stamp = line.timestamp
+        # A new boot's clock starts again near zero. A line stamped only a little earlier is not
+        # one: a CPU that spins with interrupts off prints its NMI backtrace with its own stale
+        # clock, seconds behind the CPU that asked for it.
         restarted = (
             stamp is not None and self.last_stamp is not None and stamp + 1.0 < self.last_stamp
+            and stamp < _BOOT_CLOCK
         )
         if restarted or (body.startswith("Linux version ") and (stamp or 0.0) < 1.0):
             # Not the log's own start: a boot banner after other kernel lines.
