@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import log, releases, userland
+from . import ldd_paths, log, releases, userland
 from .cpio import CpioWriter
 from .kernels import CROSS_PREFIX, HOST_ARCH, Kernel, KernelError, read_ko, run
 
@@ -37,17 +37,7 @@ class GuestError(RuntimeError):
 
 
 def _ldd_libs(binary: str) -> list[str]:
-    out = subprocess.run(["ldd", binary], text=True, capture_output=True, check=True).stdout
-    libs = []
-    for line in out.splitlines():
-        parts = line.split()
-        if "=>" in parts:
-            p = parts[parts.index("=>") + 1]
-            if p.startswith("/"):
-                libs.append(p)
-        elif parts and parts[0].startswith("/"):
-            libs.append(parts[0])  # the dynamic loader
-    return libs
+    return ldd_paths(subprocess.run(["ldd", binary], text=True, capture_output=True, check=True).stdout)
 
 
 def _tool(name: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import fcntl
 import functools
 import hashlib
 import json
@@ -24,6 +23,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import flock as _flock
 from . import log, releases
 
 KERNELS_TOML = Path(__file__).resolve().parents[2] / "fixtures" / "vmcores" / "kernels.toml"
@@ -410,17 +410,6 @@ def prepare(series: str, cache: Path, src_dir: Path) -> Kernel:
             k = _prepare(series, cache, src_dir)
         _prepared[series] = k
         return k
-
-
-@contextlib.contextmanager
-def _flock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _prepare(series: str, cache: Path, src_dir: Path) -> Kernel:

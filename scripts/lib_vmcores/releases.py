@@ -12,8 +12,6 @@ developer would build for it.  Nothing is installed on the host.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import os
 import shlex
@@ -22,7 +20,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import log
+from . import flock, ldd_paths, log
 
 MIRROR = "http://deb.debian.org/debian"
 SECURITY_MIRROR = "http://deb.debian.org/debian-security"
@@ -68,19 +66,6 @@ RELEASES = {
 }
 
 
-def _flock_path(path: Path):
-    @contextlib.contextmanager
-    def cm():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-    return cm()
-
-
 # ------------------------------------------------------------------ apt
 
 def apt_dir(cache: Path, release: str) -> Path:
@@ -124,7 +109,7 @@ def ensure_chroot(cache: Path, release: str) -> Path:
     root = chroot_dir(cache, release)
     stamp = root / ".kpm-chroot"
     want = _chroot_stamp(rel)
-    with _flock_path(cache / "chroots" / f".{release}.lock"):
+    with flock(cache / "chroots" / f".{release}.lock"):
         if stamp.exists() and stamp.read_text().strip() == want:
             return root
         if not shutil.which("debootstrap"):
@@ -176,16 +161,7 @@ def chroot_libs(root: Path, binary: str) -> list[str]:
     r = chroot_run(root, ["ldd", binary])
     if r.returncode != 0:
         raise ReleaseError(f"ldd {binary} in {root} failed: {r.stderr.strip()}")
-    libs = []
-    for line in r.stdout.splitlines():
-        parts = line.split()
-        if "=>" in parts:
-            p = parts[parts.index("=>") + 1]
-            if p.startswith("/"):
-                libs.append(p)
-        elif parts and parts[0].startswith("/"):
-            libs.append(parts[0])
-    return libs
+    return ldd_paths(r.stdout)
 
 
 def chroot_tool(root: Path, name: str) -> str:

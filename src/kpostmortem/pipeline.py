@@ -76,4 +76,3 @@ def analyze(
     dump = open_dump(path, vmlinux, debuginfo, progress=progress)
     report, _ctx = analyze_dump(dump, command if command is not None else sys.argv, known)
     return report
-

@@ -6,7 +6,6 @@ oops log. Plus the failure paths: reads that fail inside an analyzer, cyclic ker
 
 from __future__ import annotations
 
-import functools
 import struct
 
 import drgn
@@ -20,7 +19,7 @@ from kpostmortem.pipeline import analyze_dump
 from kpostmortem.report import Report
 from kpostmortem.verdict.engine import DEGRADED_PENALTY
 
-from .analysis import report_of
+from .analysis import degraded_report, report_of
 from .corpus import dump_meta, load_manifest
 
 pytestmark = pytest.mark.vmcore
@@ -30,15 +29,6 @@ SCENARIOS = load_manifest()
 # Scenarios whose degraded verdict may differ from the full one, with the reason. Asserted:
 # a scenario listed here that starts agreeing must be taken off the list.
 DIFFERS_WITHOUT_DWARF: dict[str, str] = {}
-
-
-@functools.cache
-def degraded_report(name: str) -> dict:
-    meta = dump_meta(name)
-    dump = open_dump(meta["path"], None, [], allow_no_debug_info=True)
-    assert dump.debug.degraded, f"{name}: a vmlinux was found in the standard places; the test needs none"
-    report, _ctx = analyze_dump(dump, [])
-    return report.to_dict()
 
 
 def verdict_key(v: dict) -> tuple:

@@ -10,7 +10,6 @@ KPM_TEST_GROUPS=gen adds the "gen" group's scenarios.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 
@@ -19,12 +18,11 @@ import pytest
 from kpostmortem.decode.oopslog import parse_dmesg_text, parse_log
 from kpostmortem.helpers.source import normalize_source_path
 from kpostmortem.inputs.dump import open_dump
-from kpostmortem.pipeline import analyze_dump
 from kpostmortem.render.markdown import render_markdown
 from kpostmortem.render.redact import _COMM_IN_TEXT, redact_report
 from kpostmortem.render.text import render_text
 
-from .analysis import report_of
+from .analysis import degraded_report, report_of
 from .corpus import base_function_name, console_log, dump_meta, load_manifest
 
 pytestmark = pytest.mark.vmcore
@@ -44,15 +42,6 @@ IDS = [s["name"] for s in SCENARIOS]
 
 def twin(sc: dict) -> str:
     return sc["name"][: -len(SUFFIX[sc["kernel"]])]
-
-
-@functools.cache
-def degraded_report(name: str) -> dict:
-    meta = dump_meta(name)
-    dump = open_dump(meta["path"], None, [], allow_no_debug_info=True)
-    assert dump.debug.degraded, f"{name}: a vmlinux was found in the standard places; the test needs none"
-    report, _ctx = analyze_dump(dump, [])
-    return report.to_dict()
 
 
 def expected(sc: dict) -> tuple:

@@ -264,7 +264,7 @@ _ENTRY = re.compile(
     r"|0x(?P<bare>[0-9a-fA-F]{1,16})|\(null\))"
     r"(?:\s+\([A-Z]\))?"
     # decode_stacktrace.sh's (and syzkaller's) source location after the symbol: "mm/filemap.c:2407"
-    r"(?:\s+(?P<src>[\w./\-+]+\.[chS]:\d{1,9}(?::\d{1,9})?))?\s*$"
+    r"(?:\s+[\w./\-+]+\.[chS]:\d{1,9}(?::\d{1,9})?)?\s*$"
 )
 # decode_stacktrace.sh's inlined frames: "_compound_head include/linux/page-flags.h:253 [inline]"
 # (read and dropped: the physical frame follows)
@@ -372,12 +372,13 @@ _REG_START = re.compile(
     r"^(?:RSP|RAX|RBX|RCX|RDX|RSI|RDI|RBP|R0[89]|R1[0-5]|FS|GS|CS|DS|ES|CR[0234]|DR[0-7]|"
     r"PKRU|EFLAGS|ORIG_RAX|x\d{1,2} ?|sp ?|pstate): "
 )
-# arm64's link register line: "lr : caller+0x20/0x50 [mod]" (the caller when pc is not code).
 # lockdep's reports about one acquisition: "is trying to acquire lock: (&x){+.+.}, at: f+0x1/0x2"
 _H_LOCK_SITE = re.compile(r"possible (?:circular locking|recursive locking|irq lock inversion)|inconsistent lock state")
 _LOCK_AT = re.compile(
     r"\bat: (?:\[<[0-9a-fA-F]{1,16}>\]\s*)?(\S+\+0x[0-9a-fA-F]{1,16}/0x[0-9a-fA-F]{1,16}(?:\s+\[[^\]\s]+\])?)"
 )
+# arm64's and riscv's link register line: "lr : caller+0x20/0x50 [mod]" (the caller when pc is
+# not code); 32-bit arm's "LR is at caller+0x20/0x50".
 _LR = re.compile(r"^(?:(?:lr|ra) ?: |LR is at )(.*)$")
 _REG_PAIR = re.compile(
     r"([A-Za-z][A-Za-z0-9_]*):\s*(?:([0-9a-fA-F]{4}):)?(" + _HEX + r")(?:\(([0-9a-fA-F]+)\))?"
@@ -630,7 +631,8 @@ class _Builder:
         self.lockup_seconds: int | None = None
         self.location: TraceEntry | None = None
         self.link: TraceEntry | None = None
-        self.lock_site_wanted = False
+        # lockdep names the acquisition it objects to on its first "at:" line
+        self.lock_site_wanted = kind == "other" and _H_LOCK_SITE.search(headline) is not None
         self.page_table: str | None = None
         self.hints: list[str] = []
         # reading state
@@ -1145,13 +1147,6 @@ def _headline(body: str) -> _Headline | None:
         _, sep, after = body.partition(" in ")
         where = _symbol_entry(after) if sep else None
         if where is None:
-            if _H_LOCK_SITE.search(body):
-                # lockdep names the acquisition it objects to on its first "at:" line
-
-                def lock_site(b: _Builder) -> None:
-                    b.lock_site_wanted = True
-
-                return _Headline("other", lock_site)
             return _Headline("other")
 
         def other(b: _Builder, where: TraceEntry = where) -> None:
@@ -1334,7 +1329,7 @@ class _Parser:
             stamp is not None and self.last_stamp is not None and stamp + 1.0 < self.last_stamp
             and stamp < _BOOT_CLOCK
         )
-        if restarted or (body.startswith("Linux version ") and (stamp or 0.0) < 1.0):
+        if restarted or (body.startswith("Linux version ") and (stamp or 0.0) < _BOOT_CLOCK):
             # Not the log's own start: a boot banner after other kernel lines.
             earlier = self.last_stamp is not None or self.lines_total > 50
             if earlier and (not self.boots or self.boots[-1] < self.lines_total - 50):
