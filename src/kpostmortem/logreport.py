@@ -90,7 +90,19 @@ def record_frames(rec: OopsRecord, trace: Sequence[TraceEntry] | None = None) ->
         # The function the WARNING or sanitizer line names, when the record printed no RIP
         # (old kernels print the WARNING's registers inside the panic's trace).
         frames.append(_frame(0, rec.location, interrupted=True))
-    trace = rec.call_trace if trace is None else trace
+    trace = list(rec.call_trace if trace is None else trace)
+    if rec.rip is not None and trace and trace[0].function == rec.rip.function \
+            and trace[0].offset == rec.rip.offset:
+        # arm64 and riscv print the exception's PC again as the trace's first entry: one frame.
+        trace = trace[1:]
+    link = rec.link
+    if rec.rip is not None and link is not None and not link.function.startswith("0x") \
+            and base_name(link.function) != base_name(rec.rip.function) \
+            and not any(e.reliable and e.function == link.function for e in trace[:1]):
+        # lr names another function than pc: the faulting function has called nothing yet, so lr
+        # is the return address into its caller. The kernel's frame-record unwind skips that
+        # caller when the function is a leaf (no frame record of its own): lr is all that has it.
+        frames.append(_frame(len(frames), link))
     for entry in trace:
         if entry.reliable:
             frames.append(_frame(len(frames), entry, interrupted=entry.interrupted))

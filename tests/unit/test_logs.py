@@ -531,3 +531,81 @@ def test_a_stalled_cpus_stale_clock_is_not_a_reboot(tmp_path):
     clock, seconds behind: the backtrace still belongs to the stall, which names its function."""
     v = verdict_of(tmp_path, RCU_STALL_STALE_CLOCK)
     assert (v["category"], v["function"], v["module"]) == ("rcu-stall", "mydrv_spin", "mydrv")
+
+
+HUNG_PASS = """\
+[   15.834674] INFO: task kworker/0:0:7 blocked for more than 120 seconds.
+[   15.835277]       Tainted: G           OE      6.1.0-57-cloud-amd64 #1 Debian 6.1.192-3
+[   15.836024] task:kworker/0:0     state:D stack:0     pid:7     ppid:2      flags:0x00004000
+[   15.836919] Workqueue: events bar_reconfig_fn [bar]
+[   15.838181] Call Trace:
+[   15.838824]  <TASK>
+[   15.839176]  __schedule+0x34d/0xa00
+[   15.840085]  schedule+0x5a/0xd0
+[   15.840330]  schedule_preempt_disabled+0x11/0x20
+[   15.840631]  __mutex_lock.constprop.0+0x39d/0x720
+[   15.841048]  bar_reconfig+0x4e/0x70 [bar]
+[   15.841408]  process_one_work+0x1c7/0x380
+[   15.841560]  worker_thread+0x4d/0x380
+[   15.841808]  kthread+0xda/0x100
+[   15.842492]  ret_from_fork+0x22/0x30
+[   15.843069]  </TASK>
+[   15.843507] INFO: task bar-svc:106 blocked for more than 120 seconds.
+[   15.843909]       Tainted: G           OE      6.1.0-57-cloud-amd64 #1 Debian 6.1.192-3
+[   15.845450] Call Trace:
+[   15.845633]  <TASK>
+[   15.845813]  __schedule+0x34d/0xa00
+[   15.846408]  schedule+0x5a/0xd0
+[   15.846942]  __mutex_lock.constprop.0+0x39d/0x720
+[   15.848212]  bar_sync_state+0x38/0x60 [bar]
+[   15.848891]  kthread+0xda/0x100
+[   15.849784]  </TASK>
+[   15.850655] Kernel panic - not syncing: hung_task: blocked tasks
+[   15.851475] CPU: 1 PID: 29 Comm: khungtaskd Kdump: loaded Tainted: G           OE      6.1.0-57-cloud-amd64 #1
+[   15.852788] Call Trace:
+[   15.853087]  <TASK>
+[   15.853300]  dump_stack_lvl+0x44/0x5c
+[   15.853572]  panic+0x118/0x2f4
+[   15.853822]  watchdog.cold+0xc/0xbb
+[   15.854079]  kthread+0xda/0x100
+[   15.854079]  </TASK>
+"""
+
+
+def test_hung_task_pass_naming_several_tasks_blames_the_first_ones_wait_site(tmp_path):
+    """The tasks one khungtaskd pass names and the panic that ends it are one event: the
+    first task's own trace is the verdict's, its scheduler and lock frames skipped."""
+    report = analyze_log(write(tmp_path, HUNG_PASS), command=[]).to_dict()
+    v = report["verdict"]
+    assert (v["category"], v["function"], v["module"]) == ("hung-task", "bar_reconfig", "bar")
+    assert v["title"] == "INFO: task hung in bar_reconfig [bar]"
+    assert not any("later crash" in e["text"] for e in v["evidence"])
+
+
+SPIN_LOCKUP = """\
+[   30.100000] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [bar-status:120]
+[   30.100001] Modules linked in: bar(OE)
+[   30.100002] CPU: 1 PID: 120 Comm: bar-status Tainted: G           OEL     6.1.0-57-cloud-amd64 #1 Debian 6.1.192-3
+[   30.100003] RIP: 0010:native_queued_spin_lock_slowpath+0x5d/0x2c0
+[   30.100004] Call Trace:
+[   30.100005]  <TASK>
+[   30.100006]  _raw_spin_lock+0x25/0x30
+[   30.100007]  bar_read_status+0x1c/0x50 [bar]
+[   30.100008]  bar_status_thread+0x2e/0x60 [bar]
+[   30.100009]  kthread+0xda/0x100
+[   30.100010]  ret_from_fork+0x22/0x30
+[   30.100011]  </TASK>
+[   30.100012] Kernel panic - not syncing: softlockup: hung tasks
+"""
+
+
+def test_soft_lockup_in_a_spin_lock_blames_the_code_taking_it(tmp_path):
+    v = analyze_log(write(tmp_path, SPIN_LOCKUP), command=[]).to_dict()["verdict"]
+    assert (v["category"], v["function"], v["module"]) == ("soft-lockup", "bar_read_status", "bar")
+
+
+def test_rcu_stall_in_a_delay_loop_blames_the_loop(tmp_path):
+    text = SPIN_LOCKUP.replace("native_queued_spin_lock_slowpath+0x5d/0x2c0", "delay_tsc+0x2f/0x60") \
+        .replace("_raw_spin_lock+0x25/0x30", "__const_udelay+0x37/0x40")
+    v = analyze_log(write(tmp_path, text), command=[]).to_dict()["verdict"]
+    assert (v["function"], v["module"]) == ("bar_read_status", "bar")

@@ -334,3 +334,23 @@ def test_oom_panic_blames_the_allocating_caller_not_the_allocator():
               F(3, "__alloc_pages"), F(4, "drv_hog", "drv")]
     v = decide(report(records, frames, how="oom"))
     assert (v.category, v.function) == ("out-of-memory", "drv_hog")
+
+
+def test_mutual_recursion_blames_one_member_whatever_frame_hit_the_guard_page():
+    """A cycle a → b → c: which member ran out of stack moves with the kernel build; the title
+    and signature must not (the member that sorts first, at its innermost frame)."""
+    records = [rec("stack-guard", "BUG: TASK stack guard page was hit at 00000000deadbeef")]
+    cycle = ["parse_node", "parse_attr", "parse_list"]
+    seen = set()
+    for shift in range(3):
+        names = [cycle[(k + shift) % 3] for k in range(9)]
+        frames = [F(0, "memset", interrupted=True), *[F(i + 1, n, module="foo") for i, n in enumerate(names)],
+                  F(10, "foo_ioctl", module="foo")]
+        checks = _overflow_checks(recursion=[{
+            "functions": names[:3], "repeats": 3, "first": 1, "last": 9, "bytes_per_cycle": 3000,
+            "bytes": 9000, "summary": " → ".join(names[:3]) + " × 3, 3000 bytes per cycle"}])
+        v = decide(report(records, frames, how="double-fault", stack_checks=checks))
+        assert v.function == "parse_attr" and v.module == "foo"
+        assert frames[v.guilty_frame].function == "parse_attr"
+        seen.add((v.title, v.signature))
+    assert len(seen) == 1, seen

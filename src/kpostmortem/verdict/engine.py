@@ -180,15 +180,32 @@ def _guilty_from_trace(d: _Decision, report: Report) -> None:
         # The watchdog fires from an interrupt on the stuck CPU: the suspect is the code that
         # interrupt interrupted (the first pt_regs frame), not the watchdog's own frames.
         first_irq = next((f.index for f in frames if f.interrupted), 0)
-        d.guilty = choose_guilty(frames[first_irq:], skip_scheduler=skip_sched, skip_interrupt=True)
+        d.guilty = choose_guilty(frames[first_irq:], skip_scheduler=skip_sched, skip_interrupt=True,
+                                 skip_spin=True)
     else:
         d.guilty = choose_guilty(frames, skip_scheduler=skip_sched, skip_interrupt=skip_irq)
+    handler = None
     if cat == "deliberate-crash":
-        d.guilty = next((f for f in frames if f.function == "sysrq_handle_crash"), d.guilty)
+        hit = next((f for f in frames if f.function == "sysrq_handle_crash"), None)
+        if hit is None and _returns_into_next(d.guilty) and any(f.function == "__handle_sysrq" for f in frames):
+            # arm64 prints the return address after sysrq_handle_crash()'s closing call to panic()
+            # as the next function's first byte (`sysrq_reset_seq_param_set+0x0`): the frame is
+            # the 'c' key's handler, which "sysrq: Trigger a crash" names.
+            handler = "sysrq_handle_crash"
+        d.guilty = hit or d.guilty
     if d.guilty is not None:
-        d.function = base_name(d.guilty.function)
-        d.module = d.guilty.module
-        d.source = d.guilty.source
+        d.function = handler or base_name(d.guilty.function)
+        d.module = None if handler else d.guilty.module
+        d.source = None if handler else d.guilty.source
+
+
+def _returns_into_next(frame: Frame | None) -> bool:
+    """A caller frame printed at offset 0 of its function: a return address just past a call
+    that was the last instruction of the function before it in memory (a noreturn call such as
+    panic(); arm64 ends such functions with the `bl`). Only a log's frames can be named so: an
+    unwinder looks return addresses up at pc - 1."""
+    return frame is not None and frame.index > 0 and not frame.interrupted and frame.offset == 0 \
+        and frame.pc is None
 
 
 def _guilty_from_blocked(d: _Decision, report: Report, rec: dict | None) -> bool:
@@ -333,7 +350,7 @@ def _fault_evidence(d: _Decision, report: Report) -> None:
     if ec:
         d.add("register", f"{ec.get('name', 'page-fault error code')} {_hex(ec.get('raw'))}: {ec.get('text')}",
               "oops message",
-              facts=_in_log(report, f"error_code({ec['raw']:#06x})") if ec.get("raw") is not None else [])
+              facts=_in_log(report, _error_code_words(ec)) if ec.get("raw") is not None else [])
     if fault.get("is_ud2") and d.category in ("bug-assertion", "warning-escalated"):
         d.add("instruction", f"{fault.get('trapping_instruction') or 'ud2'} at the trapping PC (BUG()/WARN() trap)",
               "decoded at the frame's PC", 0.05,
@@ -423,6 +440,14 @@ def _call_target_facts(fault: dict, target: dict) -> list[dict]:
     if target.get("address") is not None and target.get("value") is not None:
         facts.append({"type": "memory", "address": target["address"], "size": 8, "value": target["value"]})
     return facts
+
+
+def _error_code_words(ec: dict) -> str:
+    """How the oops printed the fault's syndrome: arm64's "ESR = 0x%016lx" (ESR_EL1), x86's
+    "#PF: error_code(0x%04lx)"."""
+    if "ESR" in (ec.get("name") or ""):
+        return f"ESR = {ec['raw']:#018x}"
+    return f"error_code({ec['raw']:#06x})"
 
 
 def _in_log(report: Report, text: str) -> list[dict]:
@@ -522,6 +547,12 @@ def _interrupt_evidence_of(d: _Decision, it: dict, pid: int | None) -> None:
               f"decoded at the interrupt frame's PC; {event.get('source', 'entry stub')}",
               facts=on(_instruction_facts(it) + [{"type": "frame", "index": it.get("frame_index"),
                                                   "function": it.get("function")}]))
+    elif event:
+        why = "; ".join(it.get("problems") or []) or "no code at the PC"
+        d.add("instruction", f"interrupted instruction: not decoded ({why}), in {it.get('function')} "
+              f"(stopped by a {event.get('name', 'interrupt')})",
+              f"the interrupt frame; {event.get('source', 'entry stub')}",
+              facts=on([{"type": "frame", "index": it.get("frame_index"), "function": it.get("function")}]))
     if it.get("interrupts_enabled") is False:
         d.add("instruction", f"interrupts were disabled in {it.get('function')} (EFLAGS.IF clear in the saved "
               f"registers, rflags = {_hex((it.get('registers') or {}).get('rflags'))}): the CPU took no timer tick, "
@@ -645,8 +676,16 @@ def _stack_evidence(d: _Decision, report: Report, current: bool) -> None:
                   facts=[_frame_fact(report, recursion["first"], sp=True),
                          _frame_fact(report, recursion["last"], sp=True)])
             if current:
-                # The recursing function is the suspect, not whichever frame ran out of stack.
-                _guilty_at(d, report, recursion.get("first"), (recursion.get("functions") or [None])[0])
+                # The recursing function is the suspect, not whichever frame ran out of stack. Of
+                # a cycle (a → b → c → a…), the member whose name sorts first, at its innermost
+                # frame: which member touched the guard page depends on how deep the stack was
+                # when the recursion began, which moves with the kernel build, and must not
+                # split one bug into several titles and signatures.
+                members = sorted({base_name(n) for n in recursion.get("functions") or [] if n and n != "??"})
+                lo, hi = recursion.get("first"), recursion.get("last")
+                at = next((f.index for f in report.frames if members and lo is not None and hi is not None
+                           and lo <= f.index <= hi and base_name(f.function) == members[0]), None)
+                _guilty_at(d, report, at, members[0] if members else None)
         elif usage.get("largest"):
             big = ", ".join(f"{f.get('function')} {f.get('bytes')} bytes" for f in usage["largest"][:3])
             d.add("stack", f"no recursion; largest frames: {big}", "frame SPs of the unwind")
@@ -729,7 +768,9 @@ def decide(report: Report) -> Verdict:
 
     # 2. The guilty frame: from the crashed stack when the primary record is this crash,
     # otherwise from the (earlier) record's own RIP.
-    current = primary is None or _rec_is_current(primary, report)
+    # A log's frames are its primary record's own trace (logreport), whatever followed it: the
+    # other tasks one hung-task pass names, the panic that ends it.
+    current = primary is None or (from_log and report.frames) or _rec_is_current(primary, report)
     if d.category == "hung-task" and _guilty_from_blocked(d, report, primary):
         pass
     elif current and report.frames:
@@ -778,6 +819,11 @@ def decide(report: Report) -> Verdict:
     # 3. Supporting facts.
     if from_log:
         _log_ending(d, report)
+    if _returns_into_next(d.guilty) and d.function == base_name(d.guilty.function):
+        d.add("stack", f"{d.guilty.function}+0x0 is a return address at the first byte of a function: the call "
+              f"was the last instruction of the function before {d.guilty.function} in memory (a call that "
+              "does not return, such as panic()), which the log cannot name; the module's or vmlinux's "
+              "symbols can", "call trace offsets", -0.15, agrees=False)
     _stack_evidence(d, report, current)
     _fault_evidence(d, report)
     _interrupt_evidence(d, report)

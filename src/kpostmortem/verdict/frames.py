@@ -14,7 +14,7 @@ from kpostmortem.report import Frame
 __all__ = [
     "base_name", "choose_guilty", "is_helper", "is_plumbing", "PLUMBING", "PLUMBING_PREFIXES", "INTERRUPT_PLUMBING",
     "INTERRUPT_PLUMBING_PREFIXES",
-    "SCHEDULER", "SCHEDULER_PREFIXES", "HELPERS", "HELPER_PREFIXES", "ALLOCATOR_PREFIXES",
+    "SCHEDULER", "SCHEDULER_PREFIXES", "SPIN_PREFIXES", "HELPERS", "HELPER_PREFIXES", "ALLOCATOR_PREFIXES",
 ]
 
 _SUFFIX = re.compile(r"(\.(cold|constprop|isra|part|llvm|lto_priv|localalias|specialized)(\.\d+)?)+$")
@@ -128,6 +128,16 @@ SCHEDULER_PREFIXES = ("schedule_", "__schedule", "msleep", "usleep", "ssleep", "
                       "lock_sock", "__lock_sock", "console_lock", "do_raw_write_lock",
                       "do_raw_read_lock")
 
+# Spinning lock acquisition (spinlocks and rwlocks, the paravirt wait): a CPU a watchdog finds
+# stuck in them is waiting for the lock's holder. Without the holder (a log, a dump read without
+# DWARF), the suspect of a lockup or stall is the code that takes the lock; with it, the hang
+# analysis names the holder (verdict/hangs.py).
+SPIN_PREFIXES = ("_raw_spin_lock", "queued_spin_lock_slowpath", "native_queued_spin_lock_slowpath",
+                 "__pv_queued_spin_lock_slowpath", "pv_queued_spin_lock_slowpath", "do_raw_spin_lock",
+                 "_raw_read_lock", "_raw_write_lock", "queued_read_lock_slowpath", "queued_write_lock_slowpath",
+                 "do_raw_read_lock", "do_raw_write_lock", "__raw_spin_lock", "arch_spin_lock", "spin_lock",
+                 "pv_wait", "kvm_wait", "__pv_queued_spin_unlock", "virt_spin_lock")
+
 # Generic helpers: a fault inside them is usually the caller's bug (for the title).
 HELPERS = frozenset({
     "memcpy", "memset", "memmove", "memcmp", "__memcpy", "__memset", "__memmove", "memcpy_orig",
@@ -139,6 +149,11 @@ HELPERS = frozenset({
     "list_del_init", "list_move", "list_move_tail", "hlist_del", "__hlist_del", "hlist_add_head",
     "kfree_sensitive",
     "cpu_relax",    # a busy-wait's pause (arm64: yield, inlined with its own DWARF frame)
+    # The delay loops, clock reads and watchdog pets of a busy wait: the loop that calls them
+    # is the suspect (a stall or lockup interrupts the CPU inside them most of the time).
+    "delay_tsc", "delay_loop", "delay_halt", "delay_halt_mwaitx", "delay_halt_tpause", "__delay",
+    "__const_udelay", "__udelay", "__ndelay", "udelay", "ndelay", "mdelay", "rep_nop", "native_read_tsc",
+    "rdtsc", "rdtsc_ordered", "touch_nmi_watchdog", "touch_softlockup_watchdog",
     "copy_user_generic_string", "copy_user_enhanced_fast_string", "rep_movs_alternative",
     "__list_add_valid", "__list_del_entry_valid", "__list_add_valid_or_report",
     "__list_del_entry_valid_or_report", "list_del", "list_add",
@@ -178,6 +193,14 @@ HELPERS = frozenset({
     # socket buffers: skb_put()/skb_push()/skb_pull() BUG on the caller's length arithmetic
     "skb_put", "__skb_put", "skb_push", "__skb_push", "skb_pull", "__skb_pull", "call_rcu_sched",
     "sk_stop_timer", "sk_stop_timer_sync", "sk_reset_timer",
+    # Registration and teardown in subsystem cores (procfs, netdev, I2C, TTY, hwrng) and the
+    # device printk path: their WARNINGs and faults are about the caller's object or arguments
+    "proc_create_data", "proc_create", "proc_create_seq_private", "proc_create_single_data",
+    "unregister_netdevice_queue", "unregister_netdevice_many", "unregister_netdevice_many_notify",
+    "i2c_del_adapter", "__unregister_client", "i2c_unregister_device", "tty_unregister_device",
+    "hwrng_unregister", "dev_vprintk_emit", "dev_printk_emit", "_dev_printk", "__dev_printk", "va_format",
+    "dev_printk", "_dev_info", "_dev_notice", "_dev_warn", "_dev_err", "_dev_crit", "_dev_alert", "_dev_emerg",
+    "vzalloc", "release_sock",
     # MMIO accessors: the fault is on the driver's mapping
     "__raw_readb", "__raw_readw", "__raw_readl", "__raw_readq", "__raw_writeb", "__raw_writew",
     "__raw_writel", "__raw_writeq", "readb", "readw", "readl", "readq", "writeb", "writew", "writel", "writeq",
@@ -239,7 +262,8 @@ def is_plumbing(name: str) -> bool:
 
 
 def choose_guilty(frames: Sequence[Frame], *, skip_scheduler: bool = False,
-                  skip_interrupt: bool = False, skip_helpers: bool = True) -> Frame | None:
+                  skip_interrupt: bool = False, skip_helpers: bool = True,
+                  skip_spin: bool = False) -> Frame | None:
     """The first frame that is not reporting or helper machinery.
 
     A frame with no function (the PC itself was invalid: a call through a NULL or garbage
@@ -256,6 +280,8 @@ def choose_guilty(frames: Sequence[Frame], *, skip_scheduler: bool = False,
         if skip_interrupt and (name in INTERRUPT_PLUMBING or name.startswith(INTERRUPT_PLUMBING_PREFIXES)):
             continue
         if skip_scheduler and (name in SCHEDULER or name.startswith(SCHEDULER_PREFIXES)):
+            continue
+        if skip_spin and name.startswith(SPIN_PREFIXES):
             continue
         if skip_helpers and is_helper(name):
             first_helper = first_helper or frame
