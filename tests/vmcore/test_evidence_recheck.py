@@ -28,7 +28,13 @@ from .corpus import load_manifest, open_program
 SCENARIOS = [s for s in load_manifest() if not s["expect"].get("damaged")]
 # include/linux/panic.h: taint bits of the letters a module can carry.
 TAINT_BITS = {"P": 0, "O": 12, "E": 13, "F": 1, "C": 10}
-_MD = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+_MD = {"X86_64": capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64),
+       "AARCH64": capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)}
+
+
+def _md(prog) -> capstone.Cs:
+    """capstone for the dump's own instruction set (x86-64 or arm64)."""
+    return _MD[prog.platform.arch.name]
 
 
 def _base(name: str | None) -> str | None:
@@ -85,7 +91,7 @@ def recheck(d: Dump, fact: dict) -> str | None:  # noqa: C901 - one branch per f
         code = bytes.fromhex(fact["bytes"])
         if prog.read(fact["address"], len(code)) != code:
             return "the bytes in the dump differ"
-        insn = next(_MD.disasm(code, fact["address"]))
+        insn = next(_md(prog).disasm(code, fact["address"]))
         return None if fact["text"].startswith(insn.mnemonic) else f"decodes as {insn.mnemonic} {insn.op_str}"
     if t == "log":
         return None if fact["contains"] in d.log else f"the log does not say {fact['contains']!r}"
@@ -160,7 +166,7 @@ def recheck(d: Dump, fact: dict) -> str | None:  # noqa: C901 - one branch per f
         bad = [c for c in fact["taints"] if c in TAINT_BITS and not taints >> TAINT_BITS[c] & 1]
         return None if not bad else f"module taints {taints:#x} lack {bad}"
     if t == "code":
-        insn = next(_MD.disasm(prog.read(fact["end"], 16), fact["end"]))
+        insn = next(_md(prog).disasm(prog.read(fact["end"], 16), fact["end"]))
         target = int(insn.op_str, 16) if insn.op_str.startswith("0x") else None
         return None if target == fact["address"] else f"{insn.mnemonic} {insn.op_str} does not close the loop"
     if t == "slab-object":

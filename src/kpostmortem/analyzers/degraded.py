@@ -12,6 +12,7 @@ from dataclasses import asdict
 from kpostmortem.context import Context
 from kpostmortem.decode.taint import decode_taint_letters, taint_mask_from_letters
 from kpostmortem.helpers.modules import modules_section
+from kpostmortem.helpers.trace import frames_from_log
 from kpostmortem.inputs.nodwarf import module_names
 from kpostmortem.report import Frame, Report
 
@@ -30,59 +31,6 @@ def _how(frames, records) -> tuple[str, str]:
         caller = next((n for n in names[i + 1 :] if n), None)
         return "explicit-panic", f"explicit panic() called by {caller or 'an unnamed module function'}"
     return "unknown", "crash path not recognised (degraded mode: no kernel DWARF)"
-
-
-def frames_from_log(frames: list[Frame], records, pid: int | None) -> list[Frame]:
-    """The dump's frames, continued with the call trace the kernel printed for this crash.
-
-    For a dump whose unwind stops early: without kernel symbols (VMCOREINFO locates kallsyms
-    only from Linux 6.0 on) no kernel frame has a name and built-in ORC has no address range,
-    so the dump gives the first frame or two at most. The latest record with a call trace for
-    the crashed task (its reliable entries: "?" ones are stack-scan guesses) goes on from the
-    last frame it shares with the dump; the added frames' ``segment`` is "LOG".
-    """
-    rec = next((r for r in reversed(list(records)) if r.call_trace and (
-        pid is None or r.pid is None or r.pid == pid)), None)
-    if rec is None:
-        return frames
-    entries = [e for e in rec.call_trace if e.reliable and not e.function.startswith("0x")]
-    named = [f.function for f in frames if f.function]
-    start = 0
-    for i, e in enumerate(entries):
-        if e.function in named:
-            start = i + 1
-    def from_log(es) -> list[Frame]:
-        return [Frame(index=0, function=e.function, offset=e.offset, size=e.size, module=e.module,
-                      interrupted=e.interrupted, segment="LOG") for e in es]
-
-    stubs = [i for i, e in enumerate(entries) if e.function.startswith("asm_")]
-    panic_path = bool(entries) and entries[0].function in ("dump_stack", "dump_stack_lvl", "panic", "vpanic")
-    if start == 0 and stubs and panic_path:
-        # Nothing shared, and the log's trace is panic()'s own (it starts in dump_stack), run in
-        # an exception or interrupt (a WARN's #UD, the soft-lockup watchdog's timer) that caught
-        # other code: that code goes below the entry stub. It is the dump's interrupted frame
-        # when the dump named one, else the RIP of the record that reported the event (the
-        # panic's own trace prints those registers but no frame for them).
-        cut = stubs[-1] + 1
-        rest = entries[cut:]
-        # Newer kernels print the nested pt_regs' "RIP:" inside the trace: the log names it.
-        logged = bool(rest) and rest[0].interrupted
-        below = [f for f in frames if f.interrupted and f.function]
-        above = [f for f in frames if not (f.interrupted and f.function)]
-        if below and logged:
-            rest = rest[1:]  # the dump's own interrupted frame says it, with its PC
-        if not below and not logged:
-            rip = next((r.rip for r in reversed(list(records)) if r is not rec and r.rip is not None
-                        and r.rip.module is not None and (pid is None or r.pid in (None, pid))), None)
-            if rip is not None:
-                below = [Frame(index=0, function=rip.function, offset=rip.offset, size=rip.size,
-                               module=rip.module, interrupted=True, segment="LOG")]
-        out = above + from_log(entries[:cut]) + below + from_log(rest)
-    else:
-        out = list(frames) + from_log(entries[start:])
-    for i, f in enumerate(out):
-        f.index = i
-    return out
 
 
 def run(ctx: Context, report: Report) -> None:

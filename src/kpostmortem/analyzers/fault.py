@@ -49,7 +49,7 @@ def _explain_from_log(ctx: Context, rec: OopsRecord, report: Report) -> None:
     ex.problems.append(f"explained from the log: oops #{rec.oops_number or 1} in pid {rec.pid}, whose task "
                        "has exited; registers from its register dump, code from the dump")
     ex.from_log = True
-    event = event_of_record(rec.kind)
+    event = event_of_record(rec.kind, ctx.prog.platform.arch.name)
     ex.cpu_event = event.to_dict() if event is not None else None
     report.fault = ex.to_dict()
 

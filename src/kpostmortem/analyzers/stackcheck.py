@@ -96,6 +96,20 @@ def _first_sp(frames: list[Any]) -> tuple[int, Any] | None:
     return None
 
 
+def _bad_stack_exception(prog: drgn.Program, frames: list[Any]) -> tuple[int, int, int] | None:
+    """arm64: an exception taken with the SP off the task stack runs on the per-CPU overflow
+    stack; entry.S's ``__bad_stack`` saves the faulting pt_regs at its own SP and calls
+    handle_bad_stack(regs). (index of the frame after it, the faulting SP, its PC), or None."""
+    k = next((i for i, f in enumerate(frames) if f.name == "__bad_stack"), None)
+    if k is None or k + 1 >= len(frames):
+        return None
+    try:
+        regs = drgn.Object(prog, "struct pt_regs", address=frames[k].sp)
+        return k + 1, int(regs.sp), int(regs.pc)
+    except (LookupError, drgn.FaultError, ValueError):
+        return None
+
+
 def _crashed_task(ctx: Context, sc: dict[str, Any]) -> None:
     task = ctx.panic_task
     trace = ctx.trace
@@ -129,6 +143,14 @@ def _crashed_task(ctx: Context, sc: dict[str, Any]) -> None:
                 "unmapped_guard": bounds.has_guard_page,
             }
             break
+    bad = None if sc["guard_page_hit"] else _bad_stack_exception(ctx.prog, frames)
+    if bad is not None and bounds.in_guard(bad[1]):
+        i, sp, _pc = bad
+        sc["guard_page_hit"] = {
+            "frame": i, "function": frames[i].name, "sp": sp, "below_by": bounds.start - sp,
+            "guard_start": bounds.guard_start, "guard_end": bounds.start, "guard_mapped": bounds.guard_mapped,
+            "unmapped_guard": bounds.has_guard_page, "from": "the pt_regs __bad_stack saved on the overflow stack",
+        }
     sc["usage"] = _part(sc, "stack usage", lambda: stack_usage(task, trace).to_dict())
     sc["recursion"] = [r.to_dict() for r in _part(sc, "recursion", lambda: recursion_in(trace)) or []]
     found = _part(sc, "stack protector", lambda: stack_protector_failure(trace))

@@ -178,6 +178,16 @@ _RECORD_EXCEPTIONS = {
     "stack-guard": ("#DF", "double fault"),
     "mce": ("#MC", "machine check"),
 }
+# The same on arm64, where every one of them is a synchronous exception (ESR_EL1 says which):
+# an abort for a bad access, a `brk` for BUG()/WARN().
+_RECORD_EXCEPTIONS_ARM64 = {
+    "null-deref": ("sync", "synchronous exception (abort)"),
+    "page-fault": ("sync", "synchronous exception (abort)"),
+    "bug": ("BRK", "breakpoint (BUG()'s brk #0x800)"),
+    "warning": ("BRK", "breakpoint (WARN()'s brk #0x800)"),
+    "list-corruption": ("BRK", "breakpoint (BUG()'s brk #0x800)"),
+    "invalid-opcode": ("sync", "synchronous exception (undefined instruction)"),
+}
 # Records a timer/NMI watchdog raises about what a CPU was doing: the frame it saved was
 # interrupted, nothing trapped.
 _RECORD_INTERRUPTS = {
@@ -187,9 +197,15 @@ _RECORD_INTERRUPTS = {
 }
 
 
-def event_of_record(kind: str | None) -> CpuEvent | None:
-    """The event a crash record's kind implies for the CPU that printed it, if any."""
+def event_of_record(kind: str | None, arch: str | None = None) -> CpuEvent | None:
+    """The event a crash record's kind implies for the CPU that printed it, if any.
+    ``arch``: drgn's architecture name ("AARCH64"…); x86-64's vectors by default."""
     source = f"log record kind {kind}"
+    if arch == "AARCH64" and kind in _RECORD_EXCEPTIONS_ARM64:
+        vector, name = _RECORD_EXCEPTIONS_ARM64[kind]
+        return CpuEvent("exception", vector, name, source)
+    if arch == "AARCH64" and kind in _RECORD_EXCEPTIONS:
+        return None  # no x86 vector names on arm64: the ESR says what it was
     if kind in _RECORD_EXCEPTIONS:
         vector, name = _RECORD_EXCEPTIONS[kind]
         return CpuEvent("exception", vector, name, source)

@@ -280,14 +280,12 @@ def _pointer_suspects(trace: Sequence[drgn.StackFrame], first: int, last: int, v
             score = 0
             if target.kind in (drgn.TypeKind.STRUCT, drgn.TypeKind.UNION, drgn.TypeKind.CLASS):
                 try:
-                    member = member_at_offset(target, disp)
+                    # drgn names every union member at that offset ("val.counter or locked or
+                    # locked_pending"): keep one designator, the first whose size is the access's
+                    choices = member_at_offset(target, disp).split(" or ")
+                    member = next((m for m in choices if _member_size(target, m) == size), choices[0])
                     if not member.startswith("<"):
-                        score = 2
-                        try:
-                            if drgn.sizeof(target.member(member.split(".")[0].split("[")[0]).type) == size:
-                                score = 3
-                        except (LookupError, ValueError, TypeError):
-                            pass
+                        score = 3 if _member_size(target, member) == size else 2
                 except (TypeError, ValueError):
                     member = None
             suspect = Suspect(
@@ -382,6 +380,20 @@ def vmap_context(prog: drgn.Program, addr: int) -> str | None:
         return (f"in the guard page after a {usable // 1024} KiB vmalloc area allocated by {caller}: "
                 f"{addr - start - usable:#x} bytes past its end (out-of-bounds access)")
     return f"inside a {usable // 1024} KiB vmalloc area allocated by {caller}, at offset {addr - start:#x}"
+
+
+def _member_size(struct: drgn.Type, designator: str) -> int | None:
+    """sizeof a member designator such as ``val.counter`` or ``slots[2]``, or None."""
+    t = struct
+    try:
+        for part in designator.split("."):
+            name, _, index = part.partition("[")
+            t = t.unaliased().member(name).type
+            for _ in range(index.count("]")):
+                t = t.unaliased().type  # an array's element
+        return drgn.sizeof(t)
+    except (LookupError, ValueError, TypeError):
+        return None
 
 
 def _dest_register(insn: Instruction) -> str | None:

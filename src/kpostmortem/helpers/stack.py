@@ -788,7 +788,15 @@ def _aarch64_cpu_stacks(prog: drgn.Program, cpu: int) -> list[StackRange]:
     if base:
         out.append(StackRange("irq", "IRQ", base, base + thread_size(prog), cpu))
     try:
-        overflow = per_cpu(prog["overflow_stack"], cpu)
+        # Two per-CPU arrays are named overflow_stack in the DWARF: the kernel's
+        # (arch/arm64/kernel/traps.c) and the KVM nVHE hypervisor's (its ELF symbol is
+        # __kvm_nvhe_overflow_stack); a lookup by name may give either. The ELF symbol
+        # overflow_stack is the kernel's.
+        var = prog["overflow_stack"]
+        address = prog.symbol("overflow_stack").address
+        if var.address_ != address:
+            var = drgn.Object(prog, var.type_, address=address)
+        overflow = per_cpu(var, cpu)
         start = int(overflow.address_of_())
         out.append(StackRange("exception", "overflow", start, start + drgn.sizeof(overflow), cpu))
     except LookupError:
@@ -859,10 +867,43 @@ def _range_of(ranges: Sequence[StackRange], address: int | None) -> StackRange |
 # Per-frame stack use and recursion
 
 
-def _physical_frames(trace: Iterable[drgn.StackFrame]) -> list[tuple[int, drgn.StackFrame]]:
-    """(index in the trace, frame) of every real frame; inline frames share the next one's SP."""
-    out = []
+def _progress_key(frame: drgn.StackFrame) -> tuple | None:
+    """What must change from one frame to the next if the unwinder moves: PC, stack pointer,
+    frame pointer, link register. None when neither pointer is known (nothing to compare)."""
+    sp = _sp(frame)
+    try:
+        regs = frame.registers()
+    except (LookupError, ValueError):
+        regs = {}
+    fp = regs.get("x29", regs.get("rbp"))
+    if sp is None and fp is None:
+        return None
+    return (frame.pc, sp, fp, regs.get("x30"))
+
+
+def unwinder_loop_at(trace: Iterable[drgn.StackFrame]) -> int | None:
+    """Index of the first real frame that repeats the one before it exactly (same PC, stack and
+    frame pointers, link register): the unwinder made no progress from there on and every
+    later frame is that one again — drgn's arm64 unwind after a stack-overflow exception reads
+    one frame record over and over. None when the trace always moves on."""
+    prev = None
     for i, frame in enumerate(trace):
+        if frame.is_inline:
+            continue
+        key = _progress_key(frame)
+        if key is not None and key == prev:
+            return i
+        prev = key
+    return None
+
+
+def _physical_frames(trace: Iterable[drgn.StackFrame]) -> list[tuple[int, drgn.StackFrame]]:
+    """(index in the trace, frame) of every real frame; inline frames share the next one's SP.
+    A trace where the unwinder loops (``unwinder_loop_at``) ends before the repeats."""
+    frames = list(trace)
+    loop = unwinder_loop_at(frames)
+    out = []
+    for i, frame in enumerate(frames[:loop]):
         if not frame.is_inline:
             out.append((i, frame))
     return out
@@ -976,6 +1017,7 @@ def stack_usage(task: drgn.Object, trace: Iterable[drgn.StackFrame] | None = Non
     bounds = stack_bounds(task)
     ranges = stack_ranges(task)
     phys = _physical_frames(trace)
+    cut = unwinder_loop_at(trace) is not None
     facts = []
     for i, frame in phys:
         sp = _sp(frame)
@@ -990,6 +1032,8 @@ def stack_usage(task: drgn.Object, trace: Iterable[drgn.StackFrame] | None = Non
             same = nxt is not None and nxt[2] is not None and nxt[3] is not None and (
                 (nxt[3].kind, nxt[3].name, nxt[3].cpu) == (r.kind, r.name, r.cpu))
             size = (nxt[2] - sp) if same else (top - sp if not r.guard or r.kind == "task" else None)
+            if nxt is None and cut:
+                size = None  # the unwind stopped here: what lies above this frame is not known
         depth = bounds.end - sp if sp is not None and r is not None and r.kind == "task" else None
         uses.append(FrameUse(i, name, sp, size, r.description if r else None, depth))
     depths = [(u.depth, u.index) for u in uses if u.depth is not None]
@@ -1188,8 +1232,11 @@ def trace_reliability(task: drgn.Object, trace: Iterable[drgn.StackFrame] | None
         # A return address may sit past the end of its function (a call to a noreturn function
         # as its last instruction): look it up one byte back, as unwinders do.
         pc = frame.pc if frame.interrupted else frame.pc - 1
+        # An SP right at a stack's top is on it, empty: arm64's call_on_irq_stack has just
+        # switched to the IRQ stack when it calls the handler.
+        where = _range_of(ranges, sp) or (_range_of(ranges, sp - 1) if sp else None)
         facts.append(_FrameFact(i, _name(frame), frame.pc, sp, None if user else in_text(pc),
-                                _range_of(ranges, sp), frame.interrupted, user))
+                                where, frame.interrupted, user))
     try:
         regs_size = drgn.sizeof(prog.type("struct pt_regs"))
     except LookupError:

@@ -466,6 +466,15 @@ def anchor_module_symbols(prog: drgn.Program, trace, records: Sequence) -> list[
             rip = next((r.rip for r in recs if r.rip is not None and r.rip.module), None)
             if rip is not None and add(frame.pc, rip):
                 named.add(frame.pc)
+    # 1b. The frame after an exception frame whose PC is not code (a call through a NULL
+    # pointer): arm64's and riscv's "lr :" line names the caller the return address is in.
+    if len(frames) > 1 and frames[0].interrupted and frames[1].pc not in named and outside(frames[1].pc):
+        rec = next((r for r in recs if getattr(r, "link", None) is not None), None)
+        # Only when the record's pc names no function: a valid PC's function may have called
+        # others since it was entered, leaving lr stale.
+        link = rec.link if rec is not None and rec.rip is None and rec.link.module else None
+        if link is not None and add(frames[1].pc, link):
+            named.add(frames[1].pc)
     # 2. A return address after a named frame: the entry after that name in a call trace.
     for i, frame in enumerate(frames):
         if i == 0 or frame.interrupted or frame.pc in named or not outside(frame.pc):
@@ -523,12 +532,19 @@ _ENTRY_BYTES = (b"\xf3\x0f\x1e\xfa", b"\x0f\x1f\x44\x00\x00", b"\x66\x66\x66\x66
                 b"\x55\x48\x89\xe5", b"\x66\x0f\x1f\x00")
 
 
+# arm64 (little-endian words): the patchable entry of -fpatchable-function-entry=2 (`nop`, or
+# `mov x9, x30` once ftrace has patched it), `paciasp`, `bti c`.
+_ENTRY_WORDS_AARCH64 = (b"\x1f\x20\x03\xd5", b"\xe9\x03\x1e\xaa", b"\x3f\x23\x03\xd5", b"\x5f\x24\x03\xd5")
+
+
 def _function_entry(prog: drgn.Program, addr: int) -> bool:
     """Whether the code at ``addr`` starts like a compiled kernel function."""
     try:
         code = prog.read(addr, 5)
     except drgn.FaultError:
         return False
+    if prog.platform is not None and prog.platform.arch == drgn.Architecture.AARCH64:
+        return addr % 4 == 0 and any(code.startswith(b) for b in _ENTRY_WORDS_AARCH64)
     return any(code.startswith(b) for b in _ENTRY_BYTES)
 
 

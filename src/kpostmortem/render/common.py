@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+WIDTH = 100
+"""Columns a text report fits in."""
+
 
 def hexa(v: int | str | None) -> str:
     """0x-hex of an address; a normalised report's placeholders ("ADDR") pass through."""
@@ -62,9 +65,14 @@ def frame_lines(report: dict[str, Any], limit: int | None = None) -> list[str]:
         if f.get("index") == guilty:
             marks.append("◀ guilty")
         mod = f"[{f['module']}]" if f.get("module") else ""
-        lines.append(
-            f"  #{f['index']:<3d}{f['symbol']:<32s} {f.get('source') or '':<28s} {mod:<10s} {' '.join(marks)}".rstrip()
-        )
+        src = f.get("source") or ""
+        line = f"  #{f['index']:<3d}{f['symbol']:<32s} {src:<28s} {mod:<10s} {' '.join(marks)}".rstrip()
+        while len(line) > WIDTH and "/" in src.removeprefix("…/"):
+            # a long header path (arch/arm64/include/asm/vdso/processor.h): its leading
+            # directories go first, the file and line stay
+            src = "…/" + src.removeprefix("…/").split("/", 1)[1]
+            line = f"  #{f['index']:<3d}{f['symbol']:<32s} {src:<28s} {mod:<10s} {' '.join(marks)}".rstrip()
+        lines.append(line)
     if limit is not None and len(frames) > limit:
         lines.append(f"  … {len(frames) - limit} more frames (full trace in --format json)")
     return lines

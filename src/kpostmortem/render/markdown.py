@@ -196,7 +196,7 @@ def _fault(report: dict[str, Any]) -> list[str]:
 def _interrupted(report: dict[str, Any]) -> list[str]:
     """An interrupt or NMI stopped the CPU: the interrupted instruction and its loop (no fault)."""
     it = report.get("interrupted") or {}
-    if not it.get("instructions") and not it.get("loop"):
+    if not it.get("instructions") and not it.get("loop") and not it.get("event"):
         return []
     title, lines = interrupted_lines(it)
     loop_text = (it.get("loop") or {}).get("text")

@@ -157,7 +157,7 @@ def render_text(report: dict[str, Any], color: bool = False, **_options: Any) ->
                 f"  {fault.get('bad_register')} holds `{sus['name']}` ({sus['type']}) in {sus['function']}(){mem}"
             )
     it = report.get("interrupted") or {}
-    if it.get("instructions") or it.get("loop"):
+    if it.get("instructions") or it.get("loop") or it.get("event"):
         title, lines = interrupted_lines(it)
         out.append("")
         out.append(c(_BOLD, "INTERRUPTED INSTRUCTION") + f"  {title}")
