@@ -43,10 +43,8 @@ DEFAULTS = {
 }
 CORPUS = "corpus"
 SCALE = "scale"
-HANGS = "hangs"
 ARM64 = "arm64"     # the arm64 series while it is brought up (made on request, like scale)
-GEN = "gen"         # the 5.10 and 7.2 series while they are brought up (KPM_TEST_GROUPS=gen)
-GROUPS = (CORPUS, SCALE, HANGS, ARM64, GEN)
+GROUPS = (CORPUS, SCALE, ARM64)
 
 
 def kernel_series() -> dict[str, dict]:

@@ -2,14 +2,10 @@
 each checked against the dump itself (drgn's own reads of the lock's owner and wait list), and
 against the scenario's [scenario.expect.hang], written before the crash.
 
-Parametrised over the corpus group's scenarios that have an expect.hang table (CI builds those);
-KPM_TEST_GROUPS=hangs adds the hangs group (built with `scripts/make-vmcores --group hangs`)
-while its scenarios are being brought up.
+Parametrised over the corpus group's scenarios that have an expect.hang table (CI builds those).
 """
 
 from __future__ import annotations
-
-import os
 
 import pytest
 
@@ -20,8 +16,7 @@ from .analysis import report_of
 
 pytestmark = pytest.mark.vmcore
 
-GROUPS = {corpus.CORPUS, *filter(None, os.environ.get("KPM_TEST_GROUPS", "").split(","))}
-HANGS = [s for s in corpus.load_manifest(group=None) if s["group"] in GROUPS and s["expect"].get("hang")]
+HANGS = [s for s in corpus.load_manifest() if s["expect"].get("hang")]
 NAMES = [s["name"] for s in HANGS]
 BY_NAME = {s["name"]: s for s in HANGS}
 
