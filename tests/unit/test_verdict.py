@@ -354,3 +354,30 @@ def test_mutual_recursion_blames_one_member_whatever_frame_hit_the_guard_page():
         assert frames[v.guilty_frame].function == "parse_attr"
         seen.add((v.title, v.signature))
     assert len(seen) == 1, seen
+
+
+def test_chain_of_big_frames_blames_the_biggest_whatever_frame_hit_the_guard_page():
+    """No recursion: a chain of big frames. One kernel build runs out one frame deeper than
+    another; the biggest frame on the task stack is the suspect either way."""
+    records = [rec("stack-guard", "BUG: TASK stack guard page was hit at 00000000deadbeef")]
+    chain = ["foo_parse_tlv", "foo_parse_attr", "foo_parse_msg", "foo_rx", "foo_ioctl"]
+    sizes = {"foo_parse_tlv": 3000, "foo_parse_attr": 5200, "foo_parse_msg": 3000, "foo_rx": 3000,
+             "foo_ioctl": 1500}
+    seen = set()
+    for deeper in (0, 1):
+        names = (["memcpy_orig", "foo_fill"] if deeper else ["memcpy_orig"]) + chain
+        frames = [F(0, names[0], interrupted=True)] + [F(i, n, module="foo") for i, n in enumerate(names) if i]
+        depth, uses = 16384 + 64, []
+        for i, n in enumerate(names):
+            size = sizes.get(n, 200)
+            uses.append({"index": i, "function": n, "sp": 0x10000 + 16384 - depth, "bytes": size,
+                         "stack": "the task stack", "depth": depth})
+            depth -= size
+        largest = sorted(uses, key=lambda u: -u["bytes"])[:5]
+        checks = _overflow_checks(recursion=[], usage={"depth": 16448, "thread_size": 16384, "past_end": 64,
+                                                       "frames": uses, "largest": largest})
+        v = decide(report(records, frames, how="double-fault", stack_checks=checks))
+        assert (v.category, v.function, v.module) == ("stack-overflow", "foo_parse_attr", "foo")
+        assert any("biggest frame on the task stack is foo_parse_attr" in e.text for e in v.evidence)
+        seen.add((v.title, v.signature))
+    assert len(seen) == 1, seen

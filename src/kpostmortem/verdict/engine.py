@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kpostmortem.report import Evidence, Frame, Report, Verdict
-from kpostmortem.verdict.frames import base_name, choose_guilty, is_plumbing
+from kpostmortem.verdict.frames import base_name, choose_guilty, is_helper, is_plumbing
 from kpostmortem.verdict.hangs import hang_explanation, hang_guilty, rcu_holder_guilty, spin_holder_guilty
 from kpostmortem.verdict.titles import make_signature, make_title
 
@@ -628,6 +628,18 @@ def _stack_category(d: _Decision, report: Report) -> None:
               "stack checks (no crash record in the log)", 0.3)
 
 
+def _stack_hog(usage: dict) -> dict | None:
+    """The biggest frame on the task stack (of code that is not plumbing, scheduler or a helper),
+    the outermost of equals, when it is at least a quarter page: a chain of big frames' culprit."""
+    frames = [f for f in usage.get("frames") or []
+              if f.get("bytes") and f.get("depth") is not None and f.get("function")
+              and not is_plumbing(base_name(f["function"]) or "") and not is_helper(base_name(f["function"]) or "")]
+    if not frames:
+        return None
+    hog = max(frames, key=lambda f: (f["bytes"], f["index"]))
+    return hog if hog["bytes"] >= 1024 else None
+
+
 def _guilty_at(d: _Decision, report: Report, index: int | None, function: str | None) -> None:
     """Make frame ``index`` the guilty one, if the report's trace has that function there."""
     if index is None or not 0 <= index < len(report.frames):
@@ -689,6 +701,15 @@ def _stack_evidence(d: _Decision, report: Report, current: bool) -> None:
         elif usage.get("largest"):
             big = ", ".join(f"{f.get('function')} {f.get('bytes')} bytes" for f in usage["largest"][:3])
             d.add("stack", f"no recursion; largest frames: {big}", "frame SPs of the unwind")
+            hog = _stack_hog(usage)
+            if current and hog is not None and d.guilty is not None and hog["index"] != d.guilty.index:
+                # A chain of big frames: which frame touched the guard page depends on how deep
+                # the chain started (the kernel build's own frames below it), the biggest frame
+                # on the task stack does not; it is also what has to shrink.
+                d.add("stack", f"the biggest frame on the task stack is {hog['function']} ({hog['bytes']} bytes, "
+                      f"frame #{hog['index']}): the suspect, rather than {d.function}, which only ran out",
+                      "frame SPs of the unwind", facts=[_frame_fact(report, hog["index"], sp=True)])
+                _guilty_at(d, report, hog["index"], hog["function"])
     damaged = sc.get("canaries_damaged") or []
     if damaged and (d.category == "stack-corruption" or sc.get("crashed_task_canary_damaged")):
         names = ", ".join(f"{c.get('comm')}[{c.get('pid')}]" for c in damaged[:3])
