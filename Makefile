@@ -6,7 +6,13 @@ CACHE ?= $(or $(KPM_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kpostmortem)
 # make test KERNELS="6.1=6.1.0-56"   (SERIES=RELEASE or SERIES=PACKAGE_VERSION, space-separated)
 KERNELS ?=
 
-.PHONY: setup corpus demo test lint
+# `make test-quick`: the corpus of these series only (cold, about half of `make test`).
+QUICK_KERNELS ?= 6.1 6.12
+comma := ,
+empty :=
+space := $(empty) $(empty)
+
+.PHONY: setup corpus demo test test-quick lint
 
 setup:
 	bash scripts/install-deps
@@ -20,8 +26,14 @@ demo: setup
 	$(PYTHON) scripts/make-vmcores --only null-write
 	$(PYTHON) scripts/analyze-scenario null-write
 
+# The whole suite on the whole corpus (5.10, 6.1, 6.12, 7.2, arm64 6.1, hangs): what CI runs.
 test: corpus
 	$(PYTHON) -m pytest -q
+
+# The same tests on the x86-64 6.1 and 6.12 dumps and hangs only: a developer's quicker loop.
+test-quick: setup
+	$(PYTHON) scripts/make-vmcores --jobs $(JOBS) $(foreach k,$(QUICK_KERNELS),--kernel $(k)) $(foreach k,$(KERNELS),--kernel-version $(k))
+	KPM_KERNELS="$(subst $(space),$(comma),$(strip $(QUICK_KERNELS)))" $(PYTHON) -m pytest -q
 
 lint:
 	ruff check src tests scripts

@@ -215,15 +215,16 @@ def _build_one(sc: dict, cache: Path) -> dict:
 
 
 def select(scenarios: list[dict], only: list[str], group: str | None = None,
-           kernel: str | None = None, listing: bool = False) -> list[dict]:
+           kernel: str | list[str] | None = None, listing: bool = False) -> list[dict]:
     """The scenarios a run works on. Without --only or --group, making dumps means the
     corpus group (the scale group's big guests are made only on request); --list shows all."""
     if group is None:
         group = "all" if only or listing else DEFAULT_GROUP
+    series = [kernel] if isinstance(kernel, str) else list(kernel or [])
     return [s for s in scenarios
             if (not only or s["name"] in only)
             and (group == "all" or s["group"] == group)
-            and (not kernel or s["kernel"] == kernel)]
+            and (not series or s["kernel"] in series)]
 
 
 def human(n: int) -> str:
@@ -245,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--group", choices=[*GROUPS, "all"],
                     help=f"only this group of scenarios (default: {DEFAULT_GROUP} when making "
                          "dumps without --only, all with --list)")
-    ap.add_argument("--kernel", choices=sorted(kernels.SERIES), help="only this series")
+    ap.add_argument("--kernel", choices=sorted(kernels.SERIES), action="append", default=[],
+                    help="only this series (repeatable)")
     ap.add_argument("--kernel-version", action="append", default=[], metavar="SERIES=VERSION",
                     help="build SERIES on this kernel instead of kernels.toml's preference: an ABI "
                          "release (6.1=6.1.0-56) or a package version (6.1=6.1.192-2); repeatable")

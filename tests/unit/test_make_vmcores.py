@@ -25,6 +25,12 @@ def _groups(sel: list[dict]) -> set[str]:
     return {s["group"] for s in sel}
 
 
+@pytest.fixture(autouse=True)
+def _whole_corpus(monkeypatch):
+    """The tests' view of the whole corpus, as in `make test` (`make test-quick` sets KPM_KERNELS)."""
+    monkeypatch.delenv("KPM_KERNELS", raising=False)
+
+
 def test_both_groups_are_in_the_manifest_and_agree_with_the_tests_view():
     assert {"corpus", "scale"} <= _groups(SCENARIOS) <= set(main.GROUPS)
     assert main.scenario_groups() == corpus.groups()
