@@ -29,7 +29,13 @@ _KERNEL_HALF = 0xFF00000000000000
 _HEX16 = re.compile(r"\b[0-9a-f]{16}\b", re.I)
 # rip-relative displacements depend on where the module was loaded.
 _RIP_DISP = re.compile(r"\[rip ([+-]) 0x[0-9a-f]+\]")
-_TASK_PID = re.compile(r"\b(task \S+?):\d+\b")
+_TASK_PID = re.compile(r"\b(task \S+):\d+\b")  # "task kworker/0:0:7 blocked": the pid is the last field
+# 7.x's WARNING line ends in "CPU#0: comm/pid"
+_COMM_PID = re.compile(r"(CPU#\s*\w+: [^\s/]+)/\d+\b")
+# Where a module's data sits inside its vmalloc'ed area moves with each load.
+_MODULE_OFFSET = re.compile(r"(allocated by load_module\S*, at offset )0x[0-9a-f]+")
+# A stack scan reads stale words: which ones are left varies per boot.
+_SCAN_GUESS = re.compile(r"(GUESS, not an unwind: return addresses found on the stack, innermost first:).*")
 _PERCPU_COMM = re.compile(r"\b(swapper|kworker|ksoftirqd|migration|cpuhp|idle_inject|rcuc|kthreadd)/[\d:]+[A-Za-z]*")
 _KADDR = re.compile(r"\b(0x)?(ff[0-9a-f]{14})\b", re.I)
 _TIME = re.compile(r"\b\d+\.\d+ ?s\b")
@@ -54,6 +60,9 @@ def mask(text: str | None) -> str | None:
     text = _TIME.sub("T s", text)
     text = _STUCK.sub("stuck for Ns", text)
     text = _PID.sub(lambda m: m.group(1) + " N", text)
+    text = _COMM_PID.sub(r"\1/N", text)
+    text = _MODULE_OFFSET.sub(r"\1OFF", text)
+    text = _SCAN_GUESS.sub(r"\1 …", text)
     return _BRACKET.sub(lambda m: f"[{m.group(1)}:N]" if m.group(1) else "[N]", text)
 
 
@@ -238,10 +247,47 @@ def normalized_report(report: dict[str, Any]) -> dict[str, Any]:
     if summary.get("version"):
         summary["version"] = _DATE.sub("DATE", _VERSION_NUMBER.sub("V", summary["version"]))
     _mask_kernel_code(out, report)
+    _mask_interrupted_position(out)
+    _mask_branch_targets(out)
     _cut_interrupted_task(out, report)
     _mask_slab_tracks(out)
     _mask_overflow_canary(out, report)
     return out
+
+
+def _mask_interrupted_position(out: dict[str, Any]) -> None:
+    """Where in its loop a stuck CPU was stopped is timing (a loop through udelay() is stopped
+    anywhere in delay_tsc): the golden keeps what stopped it, not the instruction; the loop
+    and the instruction are checked against the dump by tests/vmcore/test_cpu_event.py."""
+    it = out.get("interrupted")
+    if it:
+        out["interrupted"] = {k: it[k] for k in ("event", "stalled_cpu") if k in it}
+        # the functions inlined at the stopped PC, and the line the log's RIP names, move with it
+        stack = out.get("stack") or {}
+        frames = stack.get("frames") or []
+        keep = [f for f in frames if not (f.get("inline") and f.get("interrupted"))]
+        if len(keep) != len(frames):
+            new_index = {f["index"]: i for i, f in enumerate(keep)}
+            stack["frames"] = [{**f, "index": i} for i, f in enumerate(keep)]
+            g = out["verdict"].get("guilty_frame")
+            if g is not None:
+                out["verdict"]["guilty_frame"] = new_index.get(g, g)
+        for rec in (out.get("log") or {}).get("records", []):
+            if rec.get("kind") in ("rcu-stall", "soft-lockup", "hard-lockup") and rec.get("rip_source"):
+                rec["rip_source"] = rec["rip_source"].rsplit(":", 1)[0]
+    for e in out["verdict"]["evidence"]:
+        for prefix in ("interrupted instruction", "the loop", "interrupts were disabled"):
+            if e["kind"] == "instruction" and e["text"].startswith(prefix):
+                e["text"] = prefix + " …"
+
+
+def _mask_branch_targets(out: dict[str, Any]) -> None:
+    """A module's call to the kernel goes through a PLT veneer or straight to the symbol
+    depending on how far KASLR put the module from the kernel (arm64 `bl`)."""
+    for insn in (out.get("fault") or {}).get("instructions") or []:
+        if isinstance(insn, dict) and insn.get("target") is not None and insn.get("text"):
+            insn["target"] = "TARGET"
+            insn["text"] = insn["text"].split(" ", 1)[0] + " TARGET"
 
 
 def _mask_overflow_canary(out: dict[str, Any], report: dict[str, Any]) -> None:
