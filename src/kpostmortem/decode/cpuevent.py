@@ -201,13 +201,10 @@ def event_of_record(kind: str | None, arch: str | None = None) -> CpuEvent | Non
     """The event a crash record's kind implies for the CPU that printed it, if any.
     ``arch``: drgn's architecture name ("AARCH64"…); x86-64's vectors by default."""
     source = f"log record kind {kind}"
-    if arch == "AARCH64" and kind in _RECORD_EXCEPTIONS_ARM64:
-        vector, name = _RECORD_EXCEPTIONS_ARM64[kind]
-        return CpuEvent("exception", vector, name, source)
-    if arch == "AARCH64" and kind in _RECORD_EXCEPTIONS:
-        return None  # no x86 vector names on arm64: the ESR says what it was
-    if kind in _RECORD_EXCEPTIONS:
-        vector, name = _RECORD_EXCEPTIONS[kind]
+    # arm64 gets no x86 vector names: a kind its table lacks gets no event (the ESR says it)
+    exceptions = _RECORD_EXCEPTIONS_ARM64 if arch == "AARCH64" else _RECORD_EXCEPTIONS
+    if kind in exceptions:
+        vector, name = exceptions[kind]
         return CpuEvent("exception", vector, name, source)
     if kind in _RECORD_INTERRUPTS:
         k, vector, name = _RECORD_INTERRUPTS[kind]

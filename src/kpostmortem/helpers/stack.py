@@ -900,13 +900,14 @@ def unwinder_loop_at(trace: Iterable[drgn.StackFrame]) -> int | None:
 def _physical_frames(trace: Iterable[drgn.StackFrame]) -> list[tuple[int, drgn.StackFrame]]:
     """(index in the trace, frame) of every real frame; inline frames share the next one's SP.
     A trace where the unwinder loops (``unwinder_loop_at``) ends before the repeats."""
+    return _physical_frames_cut(trace)[0]
+
+
+def _physical_frames_cut(trace: Iterable[drgn.StackFrame]) -> tuple[list[tuple[int, drgn.StackFrame]], bool]:
+    """``_physical_frames`` and whether the unwinder's loop cut the trace short."""
     frames = list(trace)
     loop = unwinder_loop_at(frames)
-    out = []
-    for i, frame in enumerate(frames[:loop]):
-        if not frame.is_inline:
-            out.append((i, frame))
-    return out
+    return [(i, f) for i, f in enumerate(frames[:loop]) if not f.is_inline], loop is not None
 
 
 def _sp(frame: drgn.StackFrame) -> int | None:
@@ -1016,8 +1017,7 @@ def stack_usage(task: drgn.Object, trace: Iterable[drgn.StackFrame] | None = Non
         trace = kernel_stack_trace(task.prog_, task)
     bounds = stack_bounds(task)
     ranges = stack_ranges(task)
-    phys = _physical_frames(trace)
-    cut = unwinder_loop_at(trace) is not None
+    phys, cut = _physical_frames_cut(trace)
     facts = []
     for i, frame in phys:
         sp = _sp(frame)
