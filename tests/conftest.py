@@ -8,6 +8,12 @@ process and its children, which would leave a later test's plain `drgn` without 
 import os
 
 import pytest
+from hypothesis import settings
+
+# Property tests check what code does, never how fast: a CI host busy with QEMU guests (or
+# any loaded machine) must not fail one on hypothesis's default 200 ms deadline per example.
+settings.register_profile("kpostmortem", deadline=None)
+settings.load_profile("kpostmortem")
 
 
 def pytest_addoption(parser):

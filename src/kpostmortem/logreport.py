@@ -15,6 +15,7 @@ from typing import Any
 from kpostmortem import __version__
 from kpostmortem.decode.oopscode import explain_code_bytes
 from kpostmortem.decode.oopslog import OopsRecord, TraceEntry
+from kpostmortem.decode.reportkinds import report_kind_named
 from kpostmortem.decode.taint import MODULE_TAINT_WORDS, decode_taint_letters
 from kpostmortem.inputs.log import LogSource
 from kpostmortem.report import Frame, Report
@@ -50,6 +51,7 @@ def record_dict(rec: OopsRecord, index: int, lines: Sequence[str], rip_source: s
         "bug_line": rec.bug_line,
         "panic_message": rec.panic_message,
         "escalates": rec.escalates,
+        "report_kind": rec.report_kind,
         # "? func" entries are stale stack words, different on every boot: reliable ones only.
         "call_trace": [e.function for e in rec.call_trace if e.reliable],
         "lines": list(lines),
@@ -86,10 +88,18 @@ def record_frames(rec: OopsRecord, trace: Sequence[TraceEntry] | None = None) ->
             # arm64: the PC is not code (a call through a NULL pointer) and the caller's return
             # address is only in lr, a leaf's frame record not being written yet.
             frames.append(_frame(1, rec.link))
-    elif rec.location is not None and rec.kind in ("warning", "other"):
+    elif rec.location is not None and (rec.kind in ("warning", "other") or not rec.call_trace):
         # The function the WARNING or sanitizer line names, when the record printed no RIP
-        # (old kernels print the WARNING's registers inside the panic's trace).
+        # (old kernels print the WARNING's registers inside the panic's trace); or the one a
+        # panic message names when no trace follows ("stack-protector: Kernel stack is
+        # corrupted in: f+0x7ea/0x7f0" then an empty "Call Trace:").
         frames.append(_frame(0, rec.location, interrupted=True))
+    kind = report_kind_named(rec.report_kind)
+    if rec.rip is None and rec.sites and not (kind is not None and kind.trace_first):
+        # A debug report's own places come first (lockdep's "at:" acquisition, kmemleak's
+        # allocation stack): its call trace is the reporting context.
+        for entry in rec.sites:
+            frames.append(_frame(len(frames), entry))
     trace = list(rec.call_trace if trace is None else trace)
     if rec.rip is not None and trace and trace[0].function == rec.rip.function \
             and trace[0].offset == rec.rip.offset:
@@ -106,6 +116,9 @@ def record_frames(rec: OopsRecord, trace: Sequence[TraceEntry] | None = None) ->
     for entry in trace:
         if entry.reliable:
             frames.append(_frame(len(frames), entry, interrupted=entry.interrupted))
+    if rec.rip is None and rec.sites and kind is not None and kind.trace_first:
+        for entry in rec.sites:
+            frames.append(_frame(len(frames), entry))
     guilty = choose_guilty(frames, skip_scheduler=True, skip_interrupt=True)
     if guilty is None or is_helper(base_name(guilty.function) or ""):
         # Nothing but reporting machinery and helpers among the reliable entries: old kernels

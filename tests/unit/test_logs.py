@@ -451,7 +451,7 @@ LOCKDEP_BRACKETS = """\
 
 @pytest.mark.parametrize("text, category, function", [
     # KMSAN prints its stack under the headline with no "Call Trace:"; crc32 is library code
-    (KMSAN_HEADERLESS, "unknown", "nilfs_add_checksums_on_logs"),
+    (KMSAN_HEADERLESS, "uninitialized-memory", "nilfs_add_checksums_on_logs"),
     # 32-bit arm: "PC is at 0x0" (a call through NULL), the unwinder's "(f) from" lines
     (ARM32_NULL_CALL, "null-pointer-dereference", "gsmld_receive_buf"),
     # 4.9 prints "Call Trace:" after the stack's words; list debugging is the caller's object
@@ -459,7 +459,7 @@ LOCKDEP_BRACKETS = """\
     # 7.x prints the WARN_ON() condition in brackets; riscv's "epc :" and headerless trace
     (WARNING_WITH_CONDITION, "warning", "io_ring_exit_work"),
     # lockdep's 4.x headline in brackets; the lock release and its report are skipped
-    (LOCKDEP_BRACKETS, "unknown", "ipmr_mfc_seq_stop"),
+    (LOCKDEP_BRACKETS, "locking-violation", "ipmr_mfc_seq_stop"),
 ])
 def test_reports_of_other_formats_name_the_function(tmp_path, text, category, function):
     v = verdict_of(tmp_path, text)

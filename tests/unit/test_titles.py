@@ -54,8 +54,17 @@ def test_title_variants_refine_the_wording_only():
 def test_docs_show_every_title():
     docs = DOCS.read_text()
     for key, template in _TITLE.items():
-        shown = template.replace("{f}", "FUNC").replace("{msg}", "MESSAGE")
+        shown = template.replace("{f}", "FUNC").replace("{msg}", "MESSAGE").replace("{v}", "PHRASE")
         assert f"| {shown} |" in docs, f"docs/verdicts.md lacks the title of {key}: {shown}"
+
+
+def test_debug_reports_are_titled_in_their_own_words():
+    assert make_title("locking-violation", "f", None, None, None, "possible deadlock") == "possible deadlock in f"
+    assert make_title("memory-leak", "f", "m", None) == "memory leak in f [m]"
+    # without the report's phrase, the category's own words
+    assert make_title("data-race", "f", None, None) == "data race in f"
+    assert make_title("memory-corruption", "f", None, None, "bad-page", "BUG: Bad page state") == \
+        "BUG: Bad page state in f"
 
 
 def test_long_messages_are_cut_and_unknowns_named():

@@ -9,6 +9,8 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from kpostmortem.decode.reportkinds import ReportKind, SiteScanner, report_kind
+
 __all__ = [
     "KINDS",
     "OOPS_KINDS",
@@ -181,6 +183,11 @@ class OopsRecord:
     """Whether the "CPU:" line said "Kdump: loaded" (None without a "CPU:" line)."""
     link: TraceEntry | None = None
     """arm64's "lr :" line symbolized: the return address of the faulting function's caller."""
+    report_kind: str | None = None
+    """For a debug report (kind "other"): its ReportKind's name (decode/reportkinds.py)."""
+    sites: tuple[TraceEntry, ...] = ()
+    """Frames such a report names apart from its call trace, in the kind's order of
+    preference: lockdep's "at:" acquisitions, kmemleak's allocation stack..."""
 
     @property
     def is_oops(self) -> bool:
@@ -278,6 +285,8 @@ _ARM_ENTRY = re.compile(
     r"^\s*\[<(?P<addr>[0-9a-fA-F]{1,16})>\]\s*\((?P<func>[^\s+()]+)(?:\+0x(?P<off>[0-9a-fA-F]+)/0x"
     r"(?P<size>[0-9a-fA-F]+))?(?:\s+\[(?P<mod>[^\]\s]+)\])?\) from "
 )
+# powerpc's stack lines start with the frame's stack pointer and return address in brackets.
+_PPC_ENTRY = re.compile(r"^\s*\[[0-9a-fA-F]{8,16}\]\s+\[([0-9a-fA-F]{8,16})\]\s+")
 # A stack entry as the sanitizers (KMSAN) and some architectures (riscv) print it with no
 # "Call Trace:" line before: a symbolized address alone on its line.
 _HEADERLESS_ENTRY = re.compile(r"^\s*(?:\[<[0-9a-fA-F]{1,16}>\]\s*)?[^\s+\[\]()<>?]+\+0x[0-9a-fA-F]+/0x[0-9a-fA-F]+")
@@ -292,10 +301,19 @@ _H_ARM_NULL = re.compile(
     r"Unable to handle kernel NULL pointer dereference at virtual address (" + _HEX + ")"
 )
 _H_ARM_PF = re.compile(r"Unable to handle kernel [\w \-]+ at virtual address (" + _HEX + ")")
+# powerpc (arch/powerpc/mm/fault.c): "BUG: Kernel NULL pointer dereference on read at 0x00000010",
+# "BUG: Unable to handle kernel data access on write at 0x…", 4.x's "Unable to handle kernel
+# paging request for data at address 0x…"
+_H_PPC_NULL = re.compile(r"BUG: Kernel NULL pointer dereference (?:on \w+ )?at (?:0x)?(" + _HEX + ")")
+_H_PPC_PF = re.compile(
+    r"(?:BUG: Unable to handle kernel (?:data access|instruction fetch)[\w ()]*? at|"
+    r"Unable to handle kernel paging request for (?:data|instruction fetch) at address) (?:0x)?(" + _HEX + ")"
+)
 # Every headline below contains one of these: a cheap test before trying them one by one.
 _HEADLINE_WORDS = re.compile(
     r"BUG|Kernel panic|\[#\d|Unable to handle kernel|PANIC: |WARNING: |LOCKUP|INFO: |Insufficient stack|"
-    r"oom-killer|ut of memory|list_|Trigger a crash|Hardware Error|UBSAN: |Unhandled fault"
+    r"oom-killer|ut of memory|list_|Trigger a crash|Hardware Error|UBSAN: |Unhandled fault|unreferenced object|"
+    r"Unable to handle kernel|Oops: "
 )
 _FAULT_HEADLINES = (
     (_H_NULL, "null-deref"),
@@ -304,6 +322,8 @@ _FAULT_HEADLINES = (
     (_H_PF, "page-fault"),
     (_H_PF_OLD, "page-fault"),
     (_H_ARM_PF, "page-fault"),
+    (_H_PPC_NULL, "null-deref"),
+    (_H_PPC_PF, "page-fault"),
 )
 _H_GUARD = re.compile(r"BUG: (?:(\S+) )?stack guard page was hit at (\S+)")
 # arm64 (arch/arm64/kernel/traps.c panic_bad_stack): the exception that found SP off the task
@@ -333,6 +353,8 @@ _H_LOCKDEP = re.compile(
 )
 _H_DIE = re.compile(
     r"^(?:Oops: )?(?P<str>[^\[\]]+?): (?P<code>[0-9a-f]{4,16}) \[#(?P<n>\d{1,18})\]"
+    # powerpc: "Oops: Kernel access of bad area, sig: 11 [#1]"
+    r"|^Oops: (?P<ppc>[^\[\]]+?), sig: (?P<sig>\d{1,3}) \[#(?P<pn>\d{1,18})\]"
 )
 _H_PANIC = re.compile(r"Kernel panic - not syncing: ?(.*)$")
 _H_SOFT = re.compile(
@@ -352,6 +374,8 @@ _H_SYSRQ = re.compile(r"^(?:sysrq|SysRq)\s*: Trigger a crash")
 _H_MCE = re.compile(r"\[Hardware Error\]:")
 _H_BUG_OTHER = re.compile(r"^" + _PREFIX + r"BUG: \S")
 _H_UBSAN = re.compile(r"^" + _PREFIX + r"UBSAN: \S")
+# kmemleak's report of one leaked object (mm/kmemleak.c print_unreferenced)
+_H_LEAK = re.compile(r"^unreferenced object 0x[0-9a-fA-F]+ \(size \d+\):")
 
 _PF_ACCESS = re.compile(r"^#PF: ((?:supervisor|user) .+ in (?:kernel|user) mode)")
 _PF_CODE = re.compile(r"^#PF: error_code\((0x" + _HEX + r")\)")
@@ -363,8 +387,9 @@ _HUNG_TAINT = re.compile(r"^(?:Not tainted|Tainted: )")
 _HARDWARE = re.compile(r"^Hardware name: (.*)$")
 _WORKQUEUE = re.compile(r"^Workqueue: (.*)$")
 # x86's "RIP: 0010:f+0x1/0x2", arm64's "pc : f+0x1/0x2", riscv's "epc : …", 32-bit arm's "PC is at …"
-_RIP = re.compile(r"^(?:(?:RIP|pc|epc) ?: |PC is at )(?:([0-9a-fA-F]{4}):)?(.*)$")
-_RIP_ADDRESS = re.compile(r"^\[<(" + _HEX + r")>\]\s*")
+_RIP = re.compile(r"^(?:(?:RIP|pc|epc) ?: |PC is at |NIP (?=\[[0-9a-fA-F]{8,16}\]))(?:([0-9a-fA-F]{4}):)?(.*)$")
+# "[<ffffffff81234567>] " (old kernels), powerpc's "NIP [c00000000022d79c] "
+_RIP_ADDRESS = re.compile(r"^\[<?(" + _HEX + r")>?\]\s*")
 _BARE_HEX = re.compile(r"^(?:0x)?(" + _HEX + r")\s*$")
 _GP_ADDRESS = re.compile(r"(?:non-canonical address|maybe for address) (0x" + _HEX + ")")
 _CODE = re.compile(r"^Code: (.*)$")
@@ -372,19 +397,15 @@ _REG_START = re.compile(
     r"^(?:RSP|RAX|RBX|RCX|RDX|RSI|RDI|RBP|R0[89]|R1[0-5]|FS|GS|CS|DS|ES|CR[0234]|DR[0-7]|"
     r"PKRU|EFLAGS|ORIG_RAX|x\d{1,2} ?|sp ?|pstate): "
 )
-# lockdep's reports about one acquisition: "is trying to acquire lock: (&x){+.+.}, at: f+0x1/0x2"
-_H_LOCK_SITE = re.compile(r"possible (?:circular locking|recursive locking|irq lock inversion)|inconsistent lock state")
-_LOCK_AT = re.compile(
-    r"\bat: (?:\[<[0-9a-fA-F]{1,16}>\]\s*)?(\S+\+0x[0-9a-fA-F]{1,16}/0x[0-9a-fA-F]{1,16}(?:\s+\[[^\]\s]+\])?)"
-)
 # arm64's and riscv's link register line: "lr : caller+0x20/0x50 [mod]" (the caller when pc is
 # not code); 32-bit arm's "LR is at caller+0x20/0x50".
-_LR = re.compile(r"^(?:(?:lr|ra) ?: |LR is at )(.*)$")
+_LR = re.compile(r"^(?:(?:lr|ra) ?: |LR is at |LR \[[0-9a-fA-F]{8,16}\] )(.*)$")
 _REG_PAIR = re.compile(
     r"([A-Za-z][A-Za-z0-9_]*):\s*(?:([0-9a-fA-F]{4}):)?(" + _HEX + r")(?:\(([0-9a-fA-F]+)\))?"
 )
 # 4.9 and older print "Call Trace:" after the stack's words, on the same line.
-_CALL_TRACE = re.compile(r"^(?:.*?Call [Tt]race:|Backtrace:)\s*$")
+# 32-bit arm's "Backtrace:" may say why its unwind stops ("Backtrace: frame pointer underflow").
+_CALL_TRACE = re.compile(r"^(?:.*?Call [Tt]race:|Backtrace:(?: [a-z][a-z ]*)?)\s*$")
 _MODULES = re.compile(r"^Modules linked in:(.*)$")
 _LAST_UNLOADED = re.compile(r"\[last unloaded: ([^\]]*)\]")
 _MODULE_TOKEN = re.compile(r"^([^\s()\[\]]+)(?:\(([A-Z+\-]*)\))?$")
@@ -441,6 +462,16 @@ def _hex(text: str) -> int | None:
 def parse_trace_entry(text: str, context: str | None = None) -> TraceEntry | None:
     """Parse one call-trace line (" ? foo+0x1/0x2 [mod]", " [<ffff...>] foo+0x1/0x2",
     " 0xffffffffc0a2b000"), or return None when the line is not one."""
+    ppc = _PPC_ENTRY.match(text)
+    if ppc is not None:
+        # powerpc: "[stack pointer] [return address] f+0x1/0x2", "(unreliable)" for a guess
+        rest = text[ppc.end():]
+        unreliable = rest.rstrip().endswith("(unreliable)")
+        entry = parse_trace_entry(" " + rest.rstrip().removesuffix("(unreliable)"), context)
+        if entry is None:
+            return None
+        return TraceEntry(entry.function, entry.offset, entry.size, entry.module,
+                          entry.reliable and not unreliable, context, _hex(ppc.group(1)))
     m = _ENTRY.match(text)
     if m is None:
         arm = _ARM_ENTRY.match(text)
@@ -493,6 +524,22 @@ def _symbol_entry(text: str) -> TraceEntry | None:
         return None
     func, off, size, mod = sym
     return TraceEntry(func, off, size, mod, True, None)
+
+
+_INLINED = TraceEntry("(inlined)", None, None, None, False, None)
+
+
+def _site_entry(text: str) -> TraceEntry | None:
+    """A stack line of a debug report's own stack (kmemleak's backtrace...): decode_stacktrace.sh's
+    inlined-frame lines continue the stack but name no physical frame (unreliable: not kept)."""
+    if _INLINE_ENTRY.match(text):
+        return _INLINED
+    return parse_trace_entry(text)
+
+
+def _named_entry(name: str) -> TraceEntry:
+    """A function a report names bare ("last function: foo_work_fn")."""
+    return TraceEntry(name, None, None, None, True, None)
 
 
 def _parse_code(text: str) -> tuple[bytes | None, int | None]:
@@ -570,7 +617,7 @@ def _taint_and_release(text: str) -> tuple[str | None, str | None] | None:
 
 
 def _die_kind(description: str) -> str:
-    s = description.lower()
+    s = description.lower().replace("_", " ")  # 4.x: "divide_error: 0000 [#1]"
     if s.startswith("general protection fault") or "general protection" in s:
         return "gpf"
     if s.startswith("invalid opcode"):
@@ -595,7 +642,8 @@ def _die_kind(description: str) -> str:
 class _Builder:
     """Mutable state of one record while its lines are read."""
 
-    def __init__(self, index: int, line: LogLine, kind: str, headline: str) -> None:
+    def __init__(self, index: int, line: LogLine, kind: str, headline: str,
+                 report: ReportKind | None = None) -> None:
         self.kind = kind
         self.headline = headline
         self.first = index
@@ -631,8 +679,10 @@ class _Builder:
         self.lockup_seconds: int | None = None
         self.location: TraceEntry | None = None
         self.link: TraceEntry | None = None
-        # lockdep names the acquisition it objects to on its first "at:" line
-        self.lock_site_wanted = kind == "other" and _H_LOCK_SITE.search(headline) is not None
+        # a debug report's own places (lockdep's "at:" lines, kmemleak's backtrace)
+        self.report = report
+        self.scanner = SiteScanner(report, _site_entry, _symbol_entry, _named_entry) \
+            if report is not None and report.steps else None
         self.page_table: str | None = None
         self.hints: list[str] = []
         # reading state
@@ -657,6 +707,7 @@ class _Builder:
         if self.closed:
             return False
         body = text.strip()
+        scanned = self.scanner is not None and not self.foreign and self.scanner.feed(text)
         if self._other_cpu(body):
             return not self.foreign
         if self.foreign:
@@ -664,16 +715,13 @@ class _Builder:
         if self.trace_state == "open":
             handled = self._trace_line(text, body)
             if handled is not None:
-                return handled
+                return handled or scanned
         if self.ended:
-            return self._after_end(body)
+            return self._after_end(body) or scanned
         if self._body_line(body):
             return True
-        if self.lock_site_wanted and self.location is None and self.trace_state == "none":
-            at = _LOCK_AT.search(body)
-            if at is not None:
-                self.location = _symbol_entry(at.group(1))
-                return True
+        if scanned:
+            return True
         if self.trace_state == "none" and self.headerless_stack and _HEADERLESS_ENTRY.match(text):
             # KMSAN prints the stack right under its headline, riscv right after the registers
             self.trace_state = "open"
@@ -749,7 +797,8 @@ class _Builder:
         return False  # a line from elsewhere, interleaved: skip it
 
     def _trace_entry(self, text: str) -> bool:
-        if _INLINE_ENTRY.match(text):
+        ppc = _PPC_ENTRY.match(text)
+        if _INLINE_ENTRY.match(text[ppc.end():] if ppc is not None else text):
             # decode_stacktrace.sh's inlined frame: part of the physical frame on the next line,
             # which the unsymbolized log and the dump's frame list name alone
             return True
@@ -953,9 +1002,9 @@ class _Builder:
         )
 
     def apply_die(self, m: re.Match[str]) -> None:
-        self.oops_code = _hex(m.group("code"))
-        self.oops_number = int(m.group("n"))
-        description = m.group("str")
+        self.oops_code = _hex(m.group("code")) if m.group("code") else None
+        self.oops_number = int(m.group("n") or m.group("pn"))
+        description = m.group("str") or m.group("ppc")
         gp = _GP_ADDRESS.search(description)
         if gp is not None and self.fault_address is None:
             self.fault_address = _hex(gp.group(1)[2:])
@@ -1007,6 +1056,8 @@ class _Builder:
             hints=tuple(self.hints),
             kdump_loaded=self.kdump_loaded,
             link=self.link,
+            report_kind=None if self.report is None else self.report.name,
+            sites=tuple(self.scanner.sites) if self.scanner is not None else (),
         )
 
 
@@ -1041,6 +1092,8 @@ class _Headline:
     """For a die() line ("Oops: 0002 [#1]"): its match, merged into the report it ends."""
     merge_into: tuple[str, ...] = ()
     """Kinds of an open record this line continues instead of opening a new one."""
+    report: ReportKind | None = None
+    """For a debug report (kind "other"): what kind, and where it names its suspect."""
 
 
 def _headline(body: str) -> _Headline | None:
@@ -1057,7 +1110,7 @@ def _headline(body: str) -> _Headline | None:
         return _Headline("panic", panic)
     m = _H_DIE.match(body)
     if m is not None:
-        return _Headline(_die_kind(m.group("str")), die=m)
+        return _Headline(_die_kind(m.group("str") or m.group("ppc")), die=m)
     for pattern, kind in _FAULT_HEADLINES:
         m = pattern.search(body)
         if m is not None:
@@ -1141,19 +1194,20 @@ def _headline(body: str) -> _Headline | None:
         return _Headline("sysrq")
     if _H_MCE.search(body):
         return _Headline("mce", merge_into=("mce",))
-    if _H_BUG_OTHER.match(body) or _H_UBSAN.match(body) or _H_LOCKDEP.match(body):
+    if _H_BUG_OTHER.match(body) or _H_UBSAN.match(body) or _H_LOCKDEP.match(body) or _H_LEAK.match(body):
         # "BUG: KASAN: use-after-free in f+0x1/0x2", "BUG: KMSAN: uninit-value in f+0x1/0x2":
         # the sanitizers name the function that made the bad access.
+        report = report_kind(body)
         _, sep, after = body.partition(" in ")
         where = _symbol_entry(after) if sep else None
         if where is None:
-            return _Headline("other")
+            return _Headline("other", report=report)
 
         def other(b: _Builder, where: TraceEntry = where) -> None:
             if b.location is None:
                 b.location = where
 
-        return _Headline("other", other)
+        return _Headline("other", other, report=report)
     return None
 
 
@@ -1187,7 +1241,7 @@ def _warning_fields(m: re.Match[str]) -> Callable[[_Builder], None]:
 
 def _escalation_targets(message: str) -> Callable[[_Builder], bool] | None:
     msg = message.lower()
-    if "panic_on_warn set" in msg or "warned too often" in msg:
+    if "panic_on_warn set" in msg or "warned too often" in msg or "panic_on_kmsan set" in msg:
         return lambda b: b.kind in ("warning", "list-corruption", "other")
     if "softlockup" in msg or "soft lockup" in msg:
         return lambda b: b.kind == "soft-lockup"
@@ -1378,6 +1432,11 @@ class _Parser:
                 cur.apply_die(hl.die)
                 cur.extend(index, line)
                 return
+            if hl.report is not None and hl.report.merges and cur.report is hl.report \
+                    and cur.scanner is not None and not cur.scanner.sites:
+                # kmemleak's "unreferenced object" under syzkaller's "BUG: memory leak"
+                cur.extend(index, line)
+                return
             if (
                 cur.kind in hl.merge_into
                 and not cur.ended
@@ -1388,7 +1447,7 @@ class _Parser:
                 cur.extend(index, line)
                 return
             cur.closed = True
-        b = _Builder(index, line, hl.kind, body)
+        b = _Builder(index, line, hl.kind, body, hl.report)
         if hl.apply is not None:
             hl.apply(b)
         if hl.die is not None:

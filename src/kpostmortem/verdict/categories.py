@@ -336,6 +336,111 @@ CATEGORIES: dict[str, Category] = {c.code: c for c in (
         ),
     ),
     Category(
+        "locking-violation",
+        "lockdep (or RCU's lockdep) found a lock used against its rules; the machine usually survives",
+        "A debug kernel's lock validator (CONFIG_PROVE_LOCKING, CONFIG_PROVE_RCU) saw an acquisition "
+        "that can deadlock (a lock-order cycle, a recursion, an IRQ-safe lock taken where interrupts "
+        "can come in), a lock released that was not held, freed while held, still held on return to "
+        "user space or at exit, or an RCU-protected pointer read outside the read side. lockdep "
+        "reports such a bug the first time the code path runs, before it ever hangs a machine, and "
+        "turns itself off after its first report. kpostmortem blames the acquisition lockdep objects "
+        "to (its first `at:` line), not the lock primitive.",
+        (
+            "the report's headline (`possible circular locking dependency detected`, `inconsistent lock "
+            "state`, `bad unlock balance detected`, `suspicious RCU usage`...) and its `at:` lines",
+            "the dependency chain: the other paths that took the same locks in the other order",
+            "no panic after the report (the machine survived), unless panic_on_warn made it fatal",
+        ),
+        (
+            "the two acquisitions lockdep prints: which order is the documented one, and which path breaks it",
+            "the held-locks list: which locks the task held at the report",
+            "lockdep reports only the first problem it meets: fix it and run again for the next",
+        ),
+    ),
+    Category(
+        "invalid-context",
+        "code slept, scheduled or used per-CPU data where it must not (atomic or preemptible context)",
+        "A debug check (CONFIG_DEBUG_ATOMIC_SLEEP, CONFIG_DEBUG_PREEMPT) caught code that may sleep "
+        "running with a spinlock held, interrupts off or inside an RCU read-side section "
+        "(`sleeping function called from invalid context`), a call into the scheduler in atomic "
+        "context (`scheduling while atomic`, which also panics some kernels), or a per-CPU access "
+        "from preemptible code (`using smp_processor_id() in preemptible`). On a production kernel the "
+        "same bug is a rare deadlock or a corrupted per-CPU value.",
+        (
+            "the report's headline and its `in_atomic()`, `irqs_disabled()`, `preempt_count` lines",
+            "the call trace: the function that slept or read the CPU number, and its caller",
+            "`Preemption disabled at:` and the held locks, when printed: who made the context atomic",
+        ),
+        (
+            "which lock or section made the context atomic, and whether the sleeping call can move out of it",
+            "GFP_KERNEL allocations under spinlocks (use GFP_ATOMIC or allocate before taking the lock)",
+        ),
+    ),
+    Category(
+        "memory-leak",
+        "kmemleak found an allocated object that nothing points to any more",
+        "kmemleak (CONFIG_DEBUG_KMEMLEAK) scans memory for pointers to every allocated object; one "
+        "that no pointer reaches after a few scans is reported as `unreferenced object`, with its "
+        "size, the task that allocated it and the allocation's stack. Not a crash: the memory is lost "
+        "until reboot. kpostmortem blames the first frame of that stack that is not an allocation "
+        "wrapper.",
+        (
+            "`unreferenced object 0x… (size N)` and its `backtrace:`",
+            "the object's hex dump: the type it held often shows in its first bytes",
+        ),
+        (
+            "every path that frees what the allocation site allocates: the error paths first",
+            "reference counts taken and not dropped on the object that owns it",
+        ),
+    ),
+    Category(
+        "uninitialized-memory",
+        "KMSAN saw a value computed from uninitialized memory used (a branch, a pointer, a copy out)",
+        "KernelMemorySanitizer (CONFIG_KMSAN) tracks which bits of memory were ever written and reports "
+        "when an uninitialized value decides a branch, is dereferenced, or leaves the kernel "
+        "(`uninit-value`, `kernel-infoleak`). It prints where the value was used and, below, where the "
+        "memory came from (`Uninit was created at:`).",
+        (
+            "`BUG: KMSAN: uninit-value in FUNC` and its stack",
+            "the `Uninit was created at:` stack: the allocation that was never fully written",
+        ),
+        (
+            "the allocation in `Uninit was created at`: which fields are left unset, and who should set them",
+            "partial copies (copy_from_user of fewer bytes than the struct, padding copied to user space)",
+        ),
+    ),
+    Category(
+        "data-race",
+        "KCSAN saw two CPUs access the same memory at once, at least one writing, without synchronisation",
+        "The Kernel Concurrency Sanitizer (CONFIG_KCSAN) sets watchpoints on sampled accesses and "
+        "reports a plain access that raced with a write from another CPU (`data-race in f / g`). "
+        "Such a race can tear a value or let the compiler cache it; many are benign counters and need "
+        "only READ_ONCE()/WRITE_ONCE(), some are real bugs.",
+        (
+            "`BUG: KCSAN: data-race in FUNC / FUNC2` and the two accesses' stacks",
+            "the value that changed, when printed",
+        ),
+        (
+            "whether the two accesses are meant to be serialised by a lock, and whether one path skips it",
+            "READ_ONCE()/WRITE_ONCE() or data_race() for intended lockless accesses",
+        ),
+    ),
+    Category(
+        "undefined-behavior",
+        "UBSAN caught undefined behaviour: an out-of-bounds index, an overflow, a bad shift",
+        "The Undefined Behaviour Sanitizer (CONFIG_UBSAN) instruments arithmetic and array indexing "
+        "and reports the C undefined behaviour it sees (`array-index-out-of-bounds`, "
+        "`shift-out-of-bounds`, `signed-integer-overflow`, `invalid-load`). The kernel carries on unless "
+        "panic_on_warn is set; the result of the operation is whatever the CPU made of it.",
+        (
+            "`UBSAN: KIND in FILE:LINE` and the operands it prints",
+            "the call trace: the function that computed the bad value",
+        ),
+        (
+            "where the index, shift count or operand comes from: user input that is not range-checked",
+        ),
+    ),
+    Category(
         "invalid-opcode",
         "invalid opcode in kernel mode that is not a BUG()",
         "The CPU could not decode the instruction at the PC: a jump into data or the middle of an "
@@ -400,6 +505,10 @@ ALIASES = {
     "panic": "explicit-panic", "sysrq": "deliberate-crash", "oom": "out-of-memory",
     "list-corruption": "memory-corruption", "use-after-free": "memory-corruption", "uaf": "memory-corruption",
     "ud2": "invalid-opcode", "mce": "hardware-error", "machine-check": "hardware-error",
+    "lockdep": "locking-violation", "possible-deadlock": "locking-violation",
+    "sleep-in-atomic": "invalid-context", "scheduling-while-atomic": "invalid-context",
+    "kmemleak": "memory-leak", "leak": "memory-leak", "kmsan": "uninitialized-memory",
+    "uninit-value": "uninitialized-memory", "kcsan": "data-race", "ubsan": "undefined-behavior",
 }
 
 

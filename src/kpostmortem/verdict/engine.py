@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from kpostmortem.decode.reportkinds import ReportKind, report_kind_named
 from kpostmortem.report import Evidence, Frame, Report, Verdict
 from kpostmortem.verdict.frames import base_name, choose_guilty, is_helper, is_plumbing
 from kpostmortem.verdict.hangs import hang_explanation, hang_guilty, rcu_holder_guilty, spin_holder_guilty
@@ -89,8 +90,11 @@ def category_of_record(rec: dict) -> str | None:
         if addr is not None and addr < NULL_WINDOW:
             return "null-pointer-dereference"
     if kind == "other":
-        # The sanitizers' reports: KASAN/KFENCE found a bad access to memory (KMSAN, KCSAN,
-        # UBSAN and lockdep reports have no category of their own).
+        # Debug reports of a known kind (lockdep, kmemleak, KMSAN, ...: decode/reportkinds.py),
+        # and KASAN/KFENCE, which found a bad access to memory.
+        report = report_kind_named(rec.get("report_kind"))
+        if report is not None:
+            return report.category
         headline = rec.get("headline") or ""
         if "KASAN: null-ptr-deref" in headline:
             return "null-pointer-dereference"
@@ -99,10 +103,16 @@ def category_of_record(rec: dict) -> str | None:
     return _RECORD_CATEGORY.get(kind or "")
 
 
+def _survivable(rec: dict) -> bool:
+    """A report the kernel prints and carries on from: a WARNING, a debug report (lockdep,
+    kmemleak, KMSAN...), unless a panic ends it."""
+    return rec.get("kind") == "warning" or report_kind_named(rec.get("report_kind")) is not None
+
+
 def log_fallback_record(records: list[dict]) -> tuple[dict | None, int]:
-    """For a log with no fatal record: the first WARNING (a report the machine survived), else
-    the first record of any kind (a lockdep or KMSAN report: no category, but a function)."""
-    pidx = next((i for i, r in enumerate(records) if r.get("kind") == "warning"), 0 if records else -1)
+    """For a log with no fatal record: the first report the machine survived (a WARNING, a
+    lockdep or kmemleak report...), else the first record of any kind."""
+    pidx = next((i for i, r in enumerate(records) if _survivable(r)), 0 if records else -1)
     return (records[pidx] if pidx >= 0 else None), pidx
 
 
@@ -110,8 +120,8 @@ def primary_record(records: list[dict]) -> tuple[dict | None, int]:
     """The record that started the crash: the first fatal one; escalated warnings count."""
     escalated = {r.get("escalates") for r in records if r.get("kind") == "panic"}
     for i, rec in enumerate(records):
-        if rec.get("kind") == "warning" and i not in escalated:
-            continue  # a WARN that did not panic is context, not the cause
+        if _survivable(rec) and i not in escalated:
+            continue  # a WARN or a debug report that did not panic is context, not the cause
         if category_of_record(rec) is not None:
             return rec, i
     return None, -1
@@ -131,6 +141,8 @@ class _Decision:
     """Function names below the guilty frame (for the signature), when not from the crashed stack."""
     score: float = 0.2
     evidence: list[Evidence] = field(default_factory=list)
+    report: ReportKind | None = None
+    """The debug report the verdict rests on (lockdep, kmemleak...), if any."""
 
     def add(self, kind: str, text: str, source: str | None = None, weight: float = 0.0,
             agrees: bool = True, facts: list[dict] | None = None) -> None:
@@ -168,22 +180,31 @@ def _guilty_from_trace(d: _Decision, report: Report) -> None:
     # A WARNING inside them (lock debugging's checks) is about the caller's lock too.
     skip_sched = cat in ("stack-corruption", "hung-task", "general-protection-fault", "bad-page-fault",
                          "null-pointer-dereference", "memory-corruption", "warning", "warning-escalated",
-                         # reports with no category of their own (lockdep, sleeping in atomic,
-                         # KMSAN) are about how the caller used a lock or slept, not the primitive
-                         "unknown")
+                         # debug reports (lockdep, sleeping in atomic, KMSAN...) are about how the
+                         # caller used a lock or slept, not the primitive
+                         "unknown", "locking-violation", "invalid-context", "memory-leak",
+                         "uninitialized-memory", "data-race", "undefined-behavior")
     skip_irq = cat in ("soft-lockup", "hard-lockup", "rcu-stall", "hung-task")
     frames = report.frames
+    if d.report is not None and d.report.skip is not None:
+        # the report's own machinery (kmemleak's allocation wrappers, page_owner...)
+        skip = d.report.skip
+        frames = [f for f in frames if not skip.search(base_name(f.function) or "")]
     if cat == "stack-corruption":
         # The stack-end check fires inside schedule(): the suspect is the task's own code.
         d.guilty = choose_guilty(frames, skip_scheduler=True, skip_interrupt=True)
     elif skip_irq:
         # The watchdog fires from an interrupt on the stuck CPU: the suspect is the code that
         # interrupt interrupted (the first pt_regs frame), not the watchdog's own frames.
-        first_irq = next((f.index for f in frames if f.interrupted), 0)
+        first_irq = next((i for i, f in enumerate(frames) if f.interrupted), 0)
         d.guilty = choose_guilty(frames[first_irq:], skip_scheduler=skip_sched, skip_interrupt=True,
                                  skip_spin=True)
     else:
         d.guilty = choose_guilty(frames, skip_scheduler=skip_sched, skip_interrupt=skip_irq)
+        if d.guilty is None and skip_sched:
+            # nothing but scheduler code on the stack (a fault in schedule_tail() itself, the
+            # first function a new task runs): the scheduler frame is the suspect after all
+            d.guilty = choose_guilty(frames, skip_interrupt=skip_irq)
     handler = None
     if cat == "deliberate-crash":
         hit = next((f for f in frames if f.function == "sysrq_handle_crash"), None)
@@ -758,6 +779,9 @@ def decide(report: Report) -> Verdict:
     # 1. Category: the log's first fatal record, checked against the dump's own crash path.
     if primary is not None:
         d.category = category_of_record(primary) or "unknown"
+        d.report = report_kind_named(primary.get("report_kind"))
+        if d.report is not None and d.report.variant:
+            d.variant = d.report.variant
         if primary.get("kind") == "warning" and primary.get("index", pidx) not in {
                 r.get("escalates") for r in records}:
             d.category = "warning"
@@ -873,7 +897,9 @@ def decide(report: Report) -> Verdict:
     ctx_frames = _context_frames(d.callers, d.function)
     return Verdict(
         category=d.category,
-        title=make_title(d.category, d.function, d.module, d.message, d.variant),
+        title=make_title(d.category, d.function, d.module, d.message, d.variant,
+                         d.report.title_phrase(primary.get("headline") or "")
+                         if d.report is not None and primary is not None else None),
         function=d.function,
         module=d.module,
         source=d.source,

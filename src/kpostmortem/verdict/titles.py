@@ -29,6 +29,15 @@ _TITLE = {
     "memory-corruption": "memory corruption in {f}",
     "memory-corruption/use-after-free": "BUG: use-after-free in {f}",
     "memory-corruption/list": "list corruption in {f}",
+    "memory-corruption/bad-page": "{v} in {f}",
+    # debug-kernel reports (decode/reportkinds.py): their own words, as the kernel community's
+    # trackers title them ("possible deadlock in f", "KMSAN: uninit-value in f")
+    "locking-violation": "{v} in {f}",
+    "invalid-context": "{v} in {f}",
+    "memory-leak": "memory leak in {f}",
+    "uninitialized-memory": "{v} in {f}",
+    "data-race": "{v} in {f}",
+    "undefined-behavior": "{v} in {f}",
     "invalid-opcode": "invalid opcode in {f}",
     "divide-error": "divide error in {f}",
     "hardware-error": "hardware error: {msg}",
@@ -46,17 +55,22 @@ def stable_text(text: str) -> str:
 
 
 def make_title(category: str, function: str | None, module: str | None, message: str | None,
-               variant: str | None = None) -> str:
+               variant: str | None = None, phrase: str | None = None) -> str:
     """The one-line title: category wording, the guilty function, ``[module]`` if not core.
 
     ``variant`` refines the wording within a category (``use-after-free`` or ``list`` for
-    memory-corruption) without changing the category code.
+    memory-corruption) without changing the category code; ``phrase`` is a debug report's own
+    words ("possible deadlock", "KMSAN: uninit-value").
     """
     template = _TITLE.get(f"{category}/{variant}") or _TITLE.get(category, _TITLE["unknown"])
     msg = stable_text(message or "") or "no message"
     if len(msg) > 80:
         msg = msg[:77] + "..."
-    title = template.format(f=function or "unknown function", msg=msg)
+    words = phrase or {"locking-violation": "lock debugging report", "invalid-context": "atomic-context report",
+                       "uninitialized-memory": "use of uninitialized memory", "data-race": "data race",
+                       "undefined-behavior": "undefined behavior", "memory-corruption": "memory corruption",
+                       }.get(category, category)
+    title = template.format(f=function or "unknown function", msg=msg, v=words)
     if module:
         title += f" [{module}]"
     return title
