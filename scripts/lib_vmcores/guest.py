@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import ldd_paths, log, releases, userland
 from .cpio import CpioWriter
-from .kernels import CROSS_PREFIX, HOST_ARCH, Kernel, KernelError, read_ko, run
+from .kernels import CROSS_PREFIX, HOST_ARCH, SERIES, Kernel, KernelError, read_ko, run
 
 HERE = Path(__file__).resolve().parent
 GUEST_MEM = 1024              # MiB, unless the scenario's `memory` says otherwise
@@ -68,12 +68,18 @@ def _add_binaries(w: CpioWriter, binaries: list[str]) -> None:
             w.add_file(lib, os.path.realpath(lib), 0o755)
 
 
+def _userland_release(k: Kernel) -> str | None:
+    """The Debian release of a foreign-architecture series' guest tools (kernels.toml
+    `userland`), None for the host's."""
+    return SERIES[k.series].get("userland")
+
+
 def _add_tools(w: CpioWriter, k: Kernel, names: list[str]) -> None:
     """The guest tools: the host's, or those of the series' own Debian release (its
     chroot) so that the capture kernel runs the makedumpfile of the kernel's release;
     for a foreign architecture, those of its Debian packages (userland.py)."""
     if k.arch != HOST_ARCH:
-        root = userland.sysroot(k.arch, k.root.parents[1])
+        root = userland.sysroot(k.arch, k.root.parents[1], _userland_release(k))
         for name in names:
             prog = next((f"{d}/{name}" for d in ("sbin", "usr/sbin", "bin", "usr/bin")
                          if (root / d / name).is_file()), name)
@@ -96,8 +102,8 @@ def _base(w: CpioWriter, k: Kernel | None = None) -> None:
     w.chardev("dev/console", 5, 1)
     w.chardev("dev/null", 1, 3, 0o666)
     if k is not None and k.arch != HOST_ARCH:
-        w.add_file("bin/busybox", userland.sysroot(k.arch, k.root.parents[1]) / "bin/busybox",
-                   0o755)
+        root = userland.sysroot(k.arch, k.root.parents[1], _userland_release(k))
+        w.add_file("bin/busybox", userland.tool_file(root, "busybox"), 0o755)
     else:
         w.add_file("bin/busybox", _busybox(), 0o755)
     w.add_file("init", HERE / "init.sh", 0o755)
@@ -164,6 +170,9 @@ def build_initrds(k: Kernel, out_dir: Path) -> tuple[Path, Path]:
 
 
 def scenario_initrd(base: Path, sc: dict, out: Path) -> Path:
+    # kernels.toml `capture = "copy"`: no makedumpfile can filter the series' kernel, the
+    # capture kernel copies /proc/vmcore (an ELF core of every page) onto the disk as is
+    copy = SERIES[sc["kernel"]].get("capture") == "copy"
     env = {
         "KPM_SCENARIO": sc["name"],
         "KPM_TRIGGER": sc["trigger"],
@@ -171,7 +180,7 @@ def scenario_initrd(base: Path, sc: dict, out: Path) -> Path:
         "KPM_SYSCTLS": " ".join(f"{k}={v}" for k, v in sc.get("sysctls", {}).items()),
         "KPM_PRELOAD": " ".join(sc.get("preload", [])),
         "KPM_LOAD_MODULE": "1" if sc.get("load_module", True) else "0",
-        "KPM_FORMAT": sc.get("format", "kdump"),
+        "KPM_FORMAT": "copy" if copy else sc.get("format", "kdump"),
         "KPM_LEVEL": str(sc.get("dump_level", 31)),
         "KPM_WAIT": str(NO_CRASH_WAIT),
         "KPM_HOSTNAME": sc.get("hostname", ""),
@@ -347,9 +356,41 @@ def kill_guests() -> None:
                 proc.kill()
 
 
+def _copy_elf_core(disk: Path, out: Path) -> None:
+    """The ELF core the capture kernel copied from /proc/vmcore onto the disk: its length is
+    where its last program header's data ends (ELF64, little-endian: the guests we boot)."""
+    import struct
+
+    with open(disk, "rb") as f:
+        ehdr = f.read(64)
+        phoff, = struct.unpack_from("<Q", ehdr, 32)
+        phentsize, phnum = struct.unpack_from("<HH", ehdr, 54)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+        end = phoff + phentsize * phnum
+        for i in range(phnum):
+            p_offset, = struct.unpack_from("<Q", table, i * phentsize + 8)
+            p_filesz, = struct.unpack_from("<Q", table, i * phentsize + 32)
+            end = max(end, p_offset + p_filesz)
+        if end > disk.stat().st_size:
+            raise GuestError(f"the copied /proc/vmcore is cut short ({disk.stat().st_size} of {end} bytes)")
+        f.seek(0)
+        with open(out, "wb") as o:
+            left = end
+            while left:
+                chunk = f.read(min(left, 8 << 20))
+                if not chunk:
+                    break
+                o.write(chunk)
+                left -= len(chunk)
+
+
 def reassemble(disk: Path, out: Path) -> None:
     with open(disk, "rb") as f:
         head = f.read(16)
+    if head.startswith(b"\x7fELF\x02\x01"):
+        _copy_elf_core(disk, out)   # kernels.toml `capture = "copy"`
+        return
     if not head.startswith(b"makedumpfile"):
         raise GuestError("the capture disk holds no makedumpfile stream (no dump written)")
     with open(disk, "rb") as f:
@@ -361,6 +402,12 @@ def reassemble(disk: Path, out: Path) -> None:
 
 def makedumpfile_version(k: Kernel | None = None) -> str:
     """The version of the makedumpfile the capture kernel of k's guests runs."""
+    if k is not None and SERIES[k.series].get("capture") == "copy":
+        return "none: /proc/vmcore copied as is"
+    if k is not None and k.arch != HOST_ARCH:
+        stamp = userland.sysroot(k.arch, k.root.parents[1], _userland_release(k)).parent / "packages.json"
+        pkgs = json.loads(stamp.read_text())
+        return next((p.split("=", 1)[1] for p in pkgs if p.startswith("makedumpfile:")), "")
     if k is not None and k.toolroot:
         r = releases.chroot_run(k.toolroot, ["makedumpfile", "-v"])
     else:

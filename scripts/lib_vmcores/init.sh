@@ -35,6 +35,16 @@ if [ -e /proc/vmcore ]; then
 	elf) flag=-E ;;
 	*) flag=-c ;;
 	esac
+	if [ "$fmt" = copy ]; then
+		# no makedumpfile filters this kernel (kernels.toml `capture = "copy"`)
+		echo "kpm-capture: cat /proc/vmcore > /dev/vda"
+		cat /proc/vmcore > /dev/vda
+		rc=$?
+		sync
+		echo "kpm-capture: copy exit $rc"
+		poweroff -f
+		sleep 5
+	fi
 	echo "kpm-capture: makedumpfile -F $flag -d $level /proc/vmcore > /dev/vda"
 	makedumpfile -F $flag -d "$level" --message-level 4 /proc/vmcore > /dev/vda
 	rc=$?

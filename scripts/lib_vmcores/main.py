@@ -66,6 +66,10 @@ def load_manifest(path: Path = MANIFEST) -> list[dict]:
             raise SystemExit(f"{path}: {sc['name']}: unknown kernel series {sc['kernel']}")
         if sc["format"] not in ("kdump", "elf"):
             raise SystemExit(f"{path}: {sc['name']}: format must be kdump or elf")
+        if kernels.SERIES[sc["kernel"]].get("capture") == "copy" and (sc["format"], sc["dump_level"]) != ("elf", 0):
+            # the series' capture kernel copies /proc/vmcore as is: an ELF dump of every page
+            raise SystemExit(f"{path}: {sc['name']}: series {sc['kernel']} copies /proc/vmcore: "
+                             "format must be elf and dump_level 0")
         # Both end up in /init's shell words: keep them to plain name characters.
         if not re.fullmatch(r"[A-Za-z0-9.-]{0,64}", sc["hostname"]):
             raise SystemExit(f"{path}: {sc['name']}: hostname must be [A-Za-z0-9.-], at most 64")

@@ -45,11 +45,10 @@ class Release:
     # with, kbuild's needs, and the guest tools of the release
     chroot_packages: tuple[str, ...] = ()
 
-    @property
-    def sources(self) -> str:
-        # amd64 only: the host may know foreign architectures (arm64 guests), and every list
-        # apt-cache reads slows the resolution down
-        opts = f"[arch=amd64 signed-by={KEYRING}]"
+    def sources(self, arch: str = "amd64") -> str:
+        # one architecture only: the host may know foreign architectures (arm64 guests), and
+        # every list apt-cache reads slows the resolution down
+        opts = f"[arch={arch} signed-by={KEYRING}]"
         lines = [f"deb {opts} {MIRROR} {self.name} main"]
         if self.security:
             lines.append(f"deb {opts} {SECURITY_MIRROR} {self.name}-security main")
@@ -63,19 +62,23 @@ RELEASES = {
     # headers (the image and -dbg are 404 there): the release's own suite is what works
     "bullseye": Release("bullseye", chroot_packages=("gcc-10", *_COMMON)),
     "forky": Release("forky", chroot_packages=("gcc", *_COMMON, "crash")),
+    # arm64 guest tools only (kernels.toml `userland`): trixie's makedumpfile 1.7.6 filters the
+    # 52-bit-VA (LPA2) arm64 6.12 kernel, which bookworm's 1.7.2 refuses
+    "trixie": Release("trixie"),
 }
 
 
 # ------------------------------------------------------------------ apt
 
-def apt_dir(cache: Path, release: str) -> Path:
-    return cache / "apt" / release
+def apt_dir(cache: Path, release: str, arch: str = "amd64") -> Path:
+    return cache / "apt" / (release if arch == "amd64" else f"{release}-{arch}")
 
 
-def apt_options(cache: Path, release: str) -> list[str]:
-    """`-o` options that point apt-get/apt-cache at the release's own configuration."""
-    d = apt_dir(cache, release)
-    sources = RELEASES[release].sources
+def apt_options(cache: Path, release: str, arch: str = "amd64") -> list[str]:
+    """`-o` options that point apt-get/apt-cache at the release's own configuration (of
+    packages of ARCH: a foreign one is made apt's native architecture for these calls)."""
+    d = apt_dir(cache, release, arch)
+    sources = RELEASES[release].sources(arch)
     if not (d / "sources.list").exists() or (d / "sources.list").read_text() != sources:
         for sub in ("lists/partial", "archives/partial"):
             (d / sub).mkdir(parents=True, exist_ok=True)
@@ -90,6 +93,7 @@ def apt_options(cache: Path, release: str) -> list[str]:
         "-o", f"Dir::State::status={d / 'status'}",
         "-o", f"Dir::Cache={d}",
         "-o", f"Dir::Cache::archives={d / 'archives'}",
+        *(["-o", f"APT::Architecture={arch}", "-o", f"APT::Architectures::={arch}"] if arch != "amd64" else []),
     ]
 
 

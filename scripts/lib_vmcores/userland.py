@@ -15,8 +15,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from . import log
-from .kernels import KernelError, _depends, _field, _flock, apt_show, run
+from . import log, releases
+from .kernels import KernelError, _apt_options, _depends, _field, _flock, apt_show, run
 
 GUEST_TOOLS = ("busybox-static", "kexec-tools", "makedumpfile")
 # multiarch library directories, by Debian architecture
@@ -51,30 +51,54 @@ def _closure(arch: str) -> list[str]:
     return sorted(out)
 
 
-def sysroot(arch: str, cache: Path) -> Path:
-    """A folder holding the guest tools of ARCH and their libraries, made once per cache."""
-    root = cache / "userland" / arch
-    with _flock(cache / "userland" / f".{arch}.lock"):
+def sysroot(arch: str, cache: Path, release: str | None = None) -> Path:
+    """A folder holding the guest tools of ARCH and their libraries, made once per cache:
+    the host's Debian release's packages, or RELEASE's (kernels.toml `userland`) through the
+    project's own apt configuration of that release and architecture (releases.py)."""
+    name = arch if release is None else f"{arch}-{release}"
+    root = cache / "userland" / name
+    with _flock(cache / "userland" / f".{name}.lock"):
         stamp = root / "packages.json"
         if stamp.exists():
             return root / "sysroot"
-        _ensure_arch(arch)
-        pkgs = _closure(arch)
-        debs = root / "debs"
-        debs.mkdir(parents=True, exist_ok=True)
-        log(f"[{arch}] downloading the guest userland: {len(pkgs)} packages")
-        r = run(["apt-get", "download", "-q", *pkgs], cwd=debs, check=False)
-        if r.returncode != 0:
-            raise KernelError(f"apt-get download failed:\n{r.stdout}\n{r.stderr}")
-        for deb in sorted(debs.glob("*.deb")):
-            run(["dpkg-deb", "-x", str(deb), str(root / "sysroot")])
-        stamp.write_text(json.dumps(pkgs, indent=2) + "\n")
+        token = None
+        if release is None:
+            _ensure_arch(arch)
+        else:
+            token = _apt_options.set(tuple(releases.apt_options(cache, release, arch)))
+        try:
+            return _fetch(arch, root, stamp)
+        finally:
+            if token is not None:
+                _apt_options.reset(token)
+
+
+def _fetch(arch: str, root: Path, stamp: Path) -> Path:
+    """Download the guest tools' closure with the apt configuration in force, and unpack it."""
+    pkgs = _closure(arch)
+    debs = root / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    log(f"[{root.name}] downloading the guest userland: {len(pkgs)} packages")
+    r = run(["apt-get", "download", "-q", *pkgs], cwd=debs, check=False)
+    if r.returncode != 0:
+        raise KernelError(f"apt-get download failed:\n{r.stdout}\n{r.stderr}")
+    for deb in sorted(debs.glob("*.deb")):
+        run(["dpkg-deb", "-x", str(deb), str(root / "sysroot")])
+    stamp.write_text(json.dumps(pkgs, indent=2) + "\n")
     return root / "sysroot"
 
 
+_MERGED_USR = ("bin/", "sbin/", "lib/")
+
+
 def _inside(root: Path, path: str) -> Path:
-    """PATH (absolute, as the guest sees it) inside ROOT, symlinks resolved within ROOT."""
-    p = root / path.lstrip("/")
+    """PATH (absolute, as the guest sees it) inside ROOT, symlinks resolved within ROOT.
+    A merged-/usr release (trixie) ships /lib, /bin and /sbin files under /usr only: the
+    /lib -> usr/lib links come from packages that are not unpacked here."""
+    rel = path.lstrip("/")
+    if rel.startswith(_MERGED_USR) and not os.path.lexists(root / rel) and os.path.lexists(root / "usr" / rel):
+        rel = "usr/" + rel
+    p = root / rel
     for _ in range(40):
         if not p.is_symlink():
             return p
@@ -96,6 +120,14 @@ def _elf_needs(path: Path) -> tuple[list[str], str]:
         needed = [tag.needed for sec in elf.iter_sections() if isinstance(sec, DynamicSection)
                   for tag in sec.iter_tags() if tag.entry.d_tag == "DT_NEEDED"]
     return needed, interp
+
+
+def tool_file(root: Path, name: str) -> Path:
+    """A guest tool of the sysroot (busybox, kexec, makedumpfile) where its release put it."""
+    for d in ("sbin", "usr/sbin", "bin", "usr/bin"):
+        if (root / d / name).is_file():
+            return root / d / name
+    raise KernelError(f"{name} is not in the guest userland {root}")
 
 
 def binary_files(root: Path, arch: str, program: str) -> list[tuple[str, Path]]:

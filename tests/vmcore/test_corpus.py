@@ -63,10 +63,9 @@ def test_manifest_is_well_formed():
         assert sc["expect"]["category"] in CATEGORIES, sc["name"]
         assert sc["expect"]["function"], sc["name"]
         assert isinstance(sc["console"], list)
-    # Every series of kernels.toml has corpus scenarios, but arm64 6.12, whose 52-bit VA
-    # bookworm's arm64 makedumpfile cannot filter yet (docs/architectures.md).
+    # Every series of kernels.toml has corpus scenarios.
     kernels = {s["kernel"] for s in SCENARIOS}
-    assert kernels == (corpus.quick_kernels() or set(corpus.kernel_series()) - {"arm64-6.12"})
+    assert kernels == (corpus.quick_kernels() or set(corpus.kernel_series()))
     for sc in EVERY_GROUP:
         text = sc["expect"].get("text")
         if text:  # what the text alone tells: a verdict of its own, and why it differs
