@@ -82,7 +82,11 @@ def test_stack_checks_find_what_the_scenario_did(scenario):
         assert 0 < hit["below_by"] <= PAGE and hit["function"] == expect["function"]
         assert sc["stack_bounds"]["has_guard_page"] and sc["stack_bounds"]["vmap"]
         [overflow] = [u for u in sc["exception_stacks_used"] if u["name"] == "overflow"]
-        assert {"handle_bad_stack", "panic_bad_stack"} <= set(overflow["functions"])
+        # the words scanned on the overflow stack show the panic path that ran there; the
+        # return address into handle_bad_stack() (its call to the noreturn panic_bad_stack() is
+        # its last instruction on 6.12) resolves to the next function, the unwind names it
+        assert "panic_bad_stack" in overflow["functions"]
+        assert "handle_bad_stack" in {f["function"] for f in report["stack"]["frames"]}
         assert "guard page" in evidence
         # drgn's unwind repeats one frame record after the exception: the trace stops there,
         # and the recursion's callers come from the log's call trace.
@@ -167,11 +171,15 @@ def test_session_helpers_on_a_plain_drgn_program():
     trace = kernel_stack_trace(prog, task)
 
     canary = stack_end_canary(task)
-    assert canary.intact and canary.value == STACK_END_MAGIC and canary.address == stack_bounds(task).start
+    assert canary.address == stack_bounds(task).start
+    # The recursion ran into the guard page just below the canary: whether one of its frames
+    # overwrote that word depends on where the frames fell (differs between builds), so the
+    # helper is checked against the memory rather than against one outcome.
     end = end_of_stack(task)
     assert end.type_.type_name() == "unsigned long *" and end.value_() == canary.address
-    assert end[0].value_() == STACK_END_MAGIC
-    assert stack_not_used(task) == canary.stack_not_used and 8 < canary.stack_not_used < PAGE
+    assert end[0].value_() == canary.value
+    assert canary.intact == (canary.value == STACK_END_MAGIC)
+    assert stack_not_used(task) == canary.stack_not_used and canary.stack_not_used < PAGE
     bounds = stack_bounds(task)
     assert bounds.has_guard_page and bounds.size == 16384
     first_sp = trace[0].sp

@@ -274,10 +274,13 @@ def _mask_interrupted_position(out: dict[str, Any]) -> None:
                 out["verdict"]["guilty_frame"] = new_index.get(g, g)
         for rec in (out.get("log") or {}).get("records", []):
             if rec.get("kind") in ("rcu-stall", "soft-lockup", "hard-lockup") and rec.get("rip_source"):
-                rec["rip_source"] = rec["rip_source"].rsplit(":", 1)[0]
+                # the stopped PC's file too: an inline cpu_relax() (processor.h) or its caller
+                rec["rip_source"] = "(where the CPU was stopped)"
     for e in out["verdict"]["evidence"]:
         for prefix in ("interrupted instruction", "the loop", "interrupts were disabled"):
-            if e["kind"] == "instruction" and e["text"].startswith(prefix):
+            # "the loop polls `lock->val.counter`" names the polled variable only where DWARF
+            # has a location for it at the stopped PC
+            if e["kind"] in ("instruction", "memory") and e["text"].startswith(prefix):
                 e["text"] = prefix + " …"
 
 

@@ -847,6 +847,16 @@ def decide(report: Report) -> Verdict:
             d.add("log", f"the dump was taken at a later crash ({later[-1].get('headline')}); "
                   "the first one is the root", "printk log order", 0.0)
 
+    if d.function is None and primary is not None and not from_log \
+            and (primary.get("rip") or {}).get("function"):
+        # The dump's crashed frame has no symbol (its module's pages or symbol table filtered
+        # out of the dump): the log's RIP line, printed by the kernel itself, still names it.
+        _guilty_from_record(d, primary)
+        if d.function:
+            d.guilty = None
+            d.add("log", f"the dump's crashed frame has no symbol (its module's data is not in the dump); "
+                  f"the log's RIP line names {d.function}", "printk log, RIP line", 0.05)
+
     if d.category == "soft-lockup" and current:
         spin_holder_guilty(d, report)
     if d.category == "rcu-stall":
