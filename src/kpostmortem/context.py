@@ -59,6 +59,9 @@ class Context:
         """
         if self.dump.debug.degraded:
             return self._degraded_trace()
+        # The modules the log's crash records name ("[crashpoc]") are on the crashed stack:
+        # their debug info first saves unwinding twice (the loop below still catches others).
+        self.dump.load_module_debug_info(self._logged_modules())
         try:
             return self.task_trace(self.panic_task)
         except drgn.FaultError:
@@ -86,6 +89,18 @@ class Context:
             return None
         rec = next((r for r in reversed(records) if r.panic_message is not None), records[-1])
         return None if rec.cpu is None and rec.pid is None else (rec.cpu, rec.pid)
+
+    def _logged_modules(self) -> set[str]:
+        """Modules of the RIP and call-trace entries of the log's last record that printed a
+        stack (the crash the dump was taken at)."""
+        try:
+            records = self.log.records
+        except Exception:  # noqa: BLE001 - no log: the unwind finds the modules itself
+            return set()
+        rec = next((r for r in reversed(records) if r.rip is not None or r.call_trace), None)
+        if rec is None:
+            return set()
+        return {e.module for e in (rec.rip, *rec.call_trace) if e is not None and e.module and e.reliable}
 
     def _degraded_trace(self) -> LinuxKernelStack:
         state = self.dump.degraded
