@@ -122,7 +122,8 @@ class Context:
     def _with_module_debug_info(self, unwind):
         trace = unwind()
         for _ in range(MAX_TRACE_ROUNDS):
-            modules = {m for m in (module_of_address(self.prog, f.pc) for f in trace) if m}
+            # (a recursion repeats a few PCs over a thousand frames: each is looked up once)
+            modules = {m for m in (module_of_address(self.prog, pc) for pc in {f.pc for f in trace}) if m}
             if not self.dump.load_module_debug_info(modules):
                 break
             trace = unwind()

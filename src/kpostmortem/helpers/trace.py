@@ -16,20 +16,34 @@ from kpostmortem.report import Frame
 __all__ = ["frame_from_drgn", "frames_of"]
 
 
+_SYMBOLS = "kpostmortem.frame_symbols"
+
+
+def _frame_symbol(prog: drgn.Program, frame: drgn.StackFrame) -> drgn.Symbol | None:
+    """The symbol at a frame's PC, looked up once per PC (drgn's lookup by address costs ~1 ms,
+    and inline frames, repeated traces and recursions share PCs)."""
+    cache = prog.cache.setdefault(_SYMBOLS, {})
+    pc = frame.pc
+    if pc not in cache:
+        try:
+            cache[pc] = frame.symbol()
+        except LookupError:
+            cache[pc] = None
+    return cache[pc]
+
+
 def frame_from_drgn(prog: drgn.Program, index: int, frame: drgn.StackFrame, segment: str | None) -> Frame:
     """Turn a drgn StackFrame into report data (function, offset, source, module)."""
     pc = frame.pc
     function = frame.function_name if frame.is_inline else None
     offset = size = None
-    try:
-        sym = frame.symbol()
+    sym = _frame_symbol(prog, frame)
+    if sym is not None:
         if function is None:
             function = sym.name
         if not frame.is_inline:
             offset = pc - sym.address
             size = sym.size
-    except LookupError:
-        pass
     if function is None:
         function = frame.name if frame.name and not frame.name.startswith("0x") else None
     source = None
