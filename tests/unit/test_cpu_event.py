@@ -104,6 +104,48 @@ def test_loop_with_a_call_records_it_and_a_bit_test_condition():
     assert "rbx" not in loop.written
 
 
+# arm64: while (!READ_ONCE(dev->stop)) cpu_relax(); as gcc 12 builds it (Debian's arm64 6.1
+# crashpoc): ldr w1, [x0, #0xe8]; cbnz w1, out; nop; yield; ldr w1, [x0, #0xe8]; cbz w1, yield
+A64_SPIN = bytes.fromhex("e9031eaa1f2003d53f2303d501e840b9a10000351f2003d53f2003d501e840b9c1ffff34bf2303d5c0035fd6")
+
+
+def test_arm64_spin_loop_closed_by_cbz_polls_the_loaded_word():
+    from kpostmortem.arch import aarch64
+
+    insns = aarch64.decode(A64_SPIN, BASE)
+    loop = find_loop(insns, BASE + 0x18, "aarch64")  # the interrupted yield
+    assert (loop.head, loop.closing) == (BASE + 0x18, BASE + 0x20)
+    assert loop.relaxes and loop.relax_instruction == "yield" and not loop.calls
+    (ex,) = loop.exits
+    # cbz back to the head: the loop leaves when the register is not zero
+    assert (ex.relation, ex.left, ex.right) == ("!=", "w1", "0")
+    assert (ex.memory.base, ex.memory.disp, ex.memory.size) == ("x0", 0xE8, 4)
+    assert ex.load == BASE + 0x1C
+    assert condition_text(ex, "dev->stop") == "`dev->stop` != 0"
+    assert find_loop(insns, BASE + 0x10, "aarch64") is None  # the first check, before the loop
+
+
+def test_arm64_conditions_and_bit_tests():
+    from kpostmortem.arch import aarch64
+
+    # ldr w1, [x0, #8]; tst w1, #0x4; b.eq head  (the loop leaves when bit 2 is set)
+    ldr = bytes.fromhex("010840b9")
+    tst = bytes.fromhex("3f001e72")
+    beq = bytes.fromhex("c0ffff54")  # b.eq -8
+    insns = aarch64.decode(ldr + tst + beq, BASE)
+    loop = find_loop(insns, BASE, "aarch64")
+    assert (loop.head, loop.closing) == (BASE, BASE + 8)
+    (ex,) = loop.exits
+    assert ex.mask == 4 and ex.memory.base == "x0" and ex.memory.disp == 8
+    assert "is non-zero" in condition_text(ex, "dev->status")
+    # tbnz w1, #3, head: the loop leaves when bit 3 is clear
+    tbnz = bytes.fromhex("e1ff1f37")  # tbnz w1, #3, -4
+    loop = find_loop(aarch64.decode(ldr + tbnz, BASE), BASE, "aarch64")
+    assert (loop.head, loop.closing) == (BASE, BASE + 4)  # the label, not the bit number
+    (ex,) = loop.exits
+    assert ex.mask == 8 and ex.relation == "==" and ex.memory.disp == 8
+
+
 def _origin(code: bytes, reg: str) -> dict:
     import drgn
 

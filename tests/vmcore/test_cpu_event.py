@@ -91,7 +91,10 @@ def test_stuck_loop_polls_the_expected_member_checked_against_the_dump(scenario)
     else:
         trace = prog.crashed_thread().stack_trace()
     fn = report["interrupted"]["function"]
-    frame = next(f for f in trace if f.function_name == fn or (f.name or "").split(".")[0] == fn)
+    # the frame whose variable names the polled word (an inline chain at the PC: arm64's
+    # cpu_relax() is inlined into the spinning function, whose frame holds `dev`)
+    frame = trace[poll["dwarf_frame"]] if poll.get("dwarf_frame") is not None else \
+        next(f for f in trace if f.function_name == fn or (f.name or "").split(".")[0] == fn)
     # The variable, read by drgn from the frame, points at the polled member.
     var, member = poll["dwarf_variable"], poll["dwarf_member"]
     obj = frame[var]
@@ -101,10 +104,15 @@ def test_stuck_loop_polls_the_expected_member_checked_against_the_dump(scenario)
     assert prog.read(poll["address"], poll["size"]) == poll["value"].to_bytes(poll["size"], "little")
     assert obj.member_(member).value_() == poll["value"]
     # The closing branch, decoded again from the dump, jumps back over the interrupted PC.
-    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    if prog.platform.arch == drgn.Architecture.AARCH64:
+        md = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
+        branches = ("b", "b.", "cbz", "cbnz", "tbz", "tbnz")
+    else:
+        md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+        branches = ("j",)
     insn = next(md.disasm(prog.read(loop["closing_branch"], 16), loop["closing_branch"]))
-    assert insn.mnemonic.startswith("j")
-    target = int(insn.op_str, 16)
+    assert insn.mnemonic.startswith(branches), insn.mnemonic
+    target = int(insn.op_str.split(",")[-1].strip().lstrip("#"), 16)
     assert target == loop["head"] <= report["interrupted"]["pc"] <= loop["closing_branch"]
     assert isinstance(frame.pc, int) and frame.pc == report["interrupted"]["pc"]
     assert drgn.FaultError  # the reads above did not fault

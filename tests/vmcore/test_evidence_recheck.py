@@ -167,7 +167,9 @@ def recheck(d: Dump, fact: dict) -> str | None:  # noqa: C901 - one branch per f
         return None if not bad else f"module taints {taints:#x} lack {bad}"
     if t == "code":
         insn = next(_md(prog).disasm(prog.read(fact["end"], 16), fact["end"]))
-        target = int(insn.op_str, 16) if insn.op_str.startswith("0x") else None
+        # the branch's label is its last operand ("0x…" on x86, "w1, #0x…" for arm64's cbz)
+        last = insn.op_str.split(",")[-1].strip().lstrip("#")
+        target = int(last, 16) if last.startswith("0x") else None
         return None if target == fact["address"] else f"{insn.mnemonic} {insn.op_str} does not close the loop"
     if t == "slab-object":
         info = slab_object_info(prog, fact["address"])

@@ -99,13 +99,8 @@ def run(ctx: Context, report: Report) -> None:
         # EFLAGS.IF: with interrupts off the CPU took no timer tick (no scheduler, no RCU or
         # soft-lockup check of its own) until an NMI stopped it.
         out["interrupts_enabled"] = bool(rflags & X86_EFLAGS_IF)
-    if ctx.prog.platform.arch != drgn.Architecture.X86_64:
-        # decode/loops.py and the window decoder read x86-64 code; arm64 gets its own tables.
-        arch = ctx.prog.platform.arch.name
-        out["problems"].append(f"interrupted-instruction decoding is x86-64 only so far ({arch})")
-        report.interrupted = out
-        return
     try:
+        # the window decoder is the architecture's (arch/): x86-64 and A64
         insns, at, out["instructions"] = instruction_window(ctx.prog, pc)
         out["pc_index"] = at
         if at is not None:

@@ -292,9 +292,9 @@ def _convert(insn: capstone.CsInsn) -> Instruction:
             mems.append(MemOperand(
                 base=insn.reg_name(m.base) if m.base else None, index=index, scale=scale,
                 disp=m.disp, segment=None, size=_access_size(mnemonic, regs_named), access=access))
-        elif op.type == cs_arm64.ARM64_OP_IMM and target is None and (
+        elif op.type == cs_arm64.ARM64_OP_IMM and (
                 insn.group(capstone.CS_GRP_JUMP) or insn.group(capstone.CS_GRP_CALL)):
-            target = op.imm & _U64
+            target = op.imm & _U64  # the last one: tbz/tbnz name the tested bit first
     try:
         read_ids, write_ids = insn.regs_access()
         reads = tuple(dict.fromkeys(register_family(insn.reg_name(i) or "") for i in read_ids))

@@ -4,8 +4,9 @@ and the conditions they test, the memory those conditions depend on, and the cal
 Pure: decoded instructions (decode/disasm.py) in, a Loop out. The dump-side reading (register
 values, the polled memory's value, DWARF names) is helpers/loop.py.
 
-x86-64 today (its jcc conditions and flag-setting instructions); another architecture adds
-its own condition table next to ``_X86_CC``.
+x86-64 (jcc conditions and flag-setting instructions) and arm64 (``b.cond`` after
+``cmp``/``tst``/``subs``…, and ``cbz``/``cbnz``/``tbz``/``tbnz``, which test a register
+themselves).
 """
 
 from __future__ import annotations
@@ -28,8 +29,32 @@ _NEGATE = {"==": "!=", "!=": "==", ">u": "<=u", "<=u": ">u", ">=u": "<u", "<u": 
            ">": "<=", "<=": ">", ">=": "<", "<": ">=", "<0": ">=0", ">=0": "<0"}
 _FLAG_SETTERS = ("test", "cmp", "and", "sub", "add", "dec", "inc", "or", "xor", "bt")
 
-POLLING_HINTS = frozenset({"pause"})
-"""Instructions that mark a spin-wait (cpu_relax() is ``pause`` on x86)."""
+# A64 condition codes of b.cond after cmp a, b (same relations as x86's)
+_A64_CC = {
+    "eq": "==", "ne": "!=", "hs": ">=u", "cs": ">=u", "lo": "<u", "cc": "<u", "hi": ">u", "ls": "<=u",
+    "ge": ">=", "lt": "<", "gt": ">", "le": "<=", "mi": "<0", "pl": ">=0",
+}
+# branches that test a register themselves: cbz/cbnz compare it with 0, tbz/tbnz test one bit
+_A64_REG_TESTS = {"cbz": "==", "cbnz": "!=", "tbz": "==", "tbnz": "!="}
+# only these set the flags on arm64 (add/sub/and without "s" do not)
+_A64_FLAG_SETTERS = frozenset({"cmp", "cmn", "tst", "subs", "adds", "ands", "negs", "bics", "ccmp", "ccmn"})
+
+POLLING_HINTS = frozenset({"pause", "yield", "wfe"})
+"""Instructions that mark a spin-wait (cpu_relax() is ``pause`` on x86, ``yield`` on arm64;
+arm64's smp_cond_load_*() waits in ``wfe``)."""
+
+
+def _family(reg: str) -> str:
+    """x86's sub-registers and arm64's ``wN`` as their 64-bit register."""
+    name = reg.strip().lower()
+    if len(name) > 1 and name[0] == "w" and name[1:].isdigit():
+        return "x" + name[1:]
+    return register_family(name)
+
+
+def _is_load(insn: Instruction) -> bool:
+    m = insn.mnemonic.lower()
+    return m.startswith("mov") or m.startswith("ld")
 
 
 def negate(rel: str) -> str:
@@ -73,7 +98,9 @@ class Loop:
     calls: list[tuple[int, int | None, str]] = field(default_factory=list)
     """(address, direct target or None, operand text) of each call in the loop."""
     relaxes: bool = False
-    """Contains a spin-wait hint (``pause``: cpu_relax())."""
+    """Contains a spin-wait hint (cpu_relax(): ``pause``, ``yield``)."""
+    relax_instruction: str | None = None
+    """That hint's mnemonic."""
     written: frozenset[str] = frozenset()
     """Registers the loop may change (explicit writes, and caller-saved ones at each call)."""
 
@@ -82,13 +109,20 @@ class Loop:
 
 
 def _cc(mnemonic: str) -> str | None:
-    if not mnemonic.startswith("j") or mnemonic in ("jmp", "jecxz", "jrcxz"):
+    m = mnemonic.lower()
+    if m.startswith("b."):
+        return _A64_CC.get(m[2:])
+    if m in _A64_REG_TESTS:
+        return _A64_REG_TESTS[m]
+    if not m.startswith("j") or m in ("jmp", "jecxz", "jrcxz"):
         return None
-    return _X86_CC.get(mnemonic[1:])
+    return _X86_CC.get(m[1:])
 
 
 def _is_branch(insn: Instruction) -> bool:
-    return insn.branch_target is not None and not insn.is_call and insn.mnemonic.startswith("j")
+    m = insn.mnemonic.lower()
+    return insn.branch_target is not None and not insn.is_call and (
+        m.startswith("j") or m == "b" or m.startswith("b.") or m in _A64_REG_TESTS)
 
 
 def find_loop(insns: list[Instruction], pc: int, arch: str = "x86_64") -> Loop | None:
@@ -119,6 +153,7 @@ def find_loop(insns: list[Instruction], pc: int, arch: str = "x86_64") -> Loop |
             written.update(conv.caller_saved)
         if k.mnemonic in POLLING_HINTS:
             loop.relaxes = True
+            loop.relax_instruction = k.mnemonic
     loop.written = frozenset(written)
     for idx, k in enumerate(body):
         rel = _cc(k.mnemonic)
@@ -130,17 +165,61 @@ def find_loop(insns: list[Instruction], pc: int, arch: str = "x86_64") -> Loop |
             continue
         else:
             exit_rel = rel  # taken branch leaves the loop
-        loop.exits.append(_describe_exit(body, idx, exit_rel))
+        loop.exits.append(_describe_exit(body, idx, exit_rel, arch))
     return loop
 
 
-def _describe_exit(body: list[Instruction], idx: int, rel: str) -> Exit:
+def _is_flag_setter(insn: Instruction, arch: str) -> bool:
+    mnem = insn.mnemonic.split()[-1].lower()
+    if arch == "aarch64":
+        return mnem in _A64_FLAG_SETTERS
+    return mnem.startswith(_FLAG_SETTERS)
+
+
+def _describe_register_test(body: list[Instruction], idx: int, ex: Exit) -> Exit:
+    """arm64's cbz/cbnz (register == / != 0) and tbz/tbnz (one bit clear / set)."""
+    branch = body[idx]
+    ops = [o.strip() for o in branch.op_str.split(",")]
+    reg = ops[0] if ops else None
+    ex.setter = branch.address
+    if branch.mnemonic.lower() in ("tbz", "tbnz") and len(ops) > 1:
+        try:
+            ex.mask = 1 << int(ops[1].lstrip("#"), 0)
+        except ValueError:
+            ex.mask = None
+        ex.left, ex.right = (f"{reg} & {ex.mask:#x}" if ex.mask is not None else reg), "0"
+    else:
+        ex.left, ex.right = reg, "0"
+    return _trace_load(body, idx, reg, ex)
+
+
+def _trace_load(body: list[Instruction], before: int, reg: str | None, ex: Exit) -> Exit:
+    """The tested register: loaded from memory earlier in the loop (mov/movzx…/ldr… reg, [mem])."""
+    try:
+        fam = _family(reg) if reg else None
+    except (KeyError, ValueError):
+        fam = None
+    if fam is None:
+        return ex
+    for j in range(before - 1, -1, -1):
+        k = body[j]
+        if fam in {_family(w) for w in k.writes} or k.is_call:
+            if k.mem is not None and not k.mem.implicit and _is_load(k) and not k.is_call:
+                ex.memory = k.mem
+                ex.load = k.address
+            break
+    return ex
+
+
+def _describe_exit(body: list[Instruction], idx: int, rel: str, arch: str = "x86_64") -> Exit:
     """What the branch at body[idx] tests: the flag setter before it, and where its value came
     from (a load of memory earlier in the loop)."""
     ex = Exit(branch=body[idx].address, relation=rel)
+    if body[idx].mnemonic.lower() in _A64_REG_TESTS:
+        return _describe_register_test(body, idx, ex)
     setter = None
     for j in range(idx - 1, -1, -1):
-        if body[j].mnemonic.split()[-1].startswith(_FLAG_SETTERS):
+        if _is_flag_setter(body[j], arch):
             setter = j
             break
         if body[j].is_call or _is_branch(body[j]):
@@ -151,10 +230,12 @@ def _describe_exit(body: list[Instruction], idx: int, rel: str) -> Exit:
     s = body[setter]
     ex.setter = s.address
     ops = [o.strip() for o in s.op_str.split(",")]
-    mnem = s.mnemonic.split()[-1]
+    mnem = s.mnemonic.split()[-1].lower()
     left = ops[0] if ops else None
     right = ops[1] if len(ops) > 1 else None
-    if mnem == "test":
+    if right is not None and right.startswith("#"):
+        right = right[1:]  # A64 immediates: "#0x4"
+    if mnem in ("test", "tst"):
         if right == left:
             right = "0"
             # test r, r: e/ne compare r with 0; s/ns its sign
@@ -166,7 +247,7 @@ def _describe_exit(body: list[Instruction], idx: int, rel: str) -> Exit:
             left = f"{left} & {right}"
             right = "0"
             ex.relation = {"==": "==", "!=": "!="}.get(rel, rel)
-    elif mnem in ("cmp",):
+    elif mnem in ("cmp", "cmn"):
         pass
     else:
         right = "0"  # and/sub/add/dec…: the flags describe the result
@@ -174,22 +255,7 @@ def _describe_exit(body: list[Instruction], idx: int, rel: str) -> Exit:
     if s.mem is not None and not s.mem.implicit:
         ex.memory = s.mem
         return ex
-    # The tested register: loaded from memory earlier in the loop (mov/movzx… reg, [mem]).
-    reg = ops[0] if ops else None
-    try:
-        fam = register_family(reg) if reg else None
-    except (KeyError, ValueError):
-        fam = None
-    if fam is None:
-        return ex
-    for j in range(setter - 1, -1, -1):
-        k = body[j]
-        if fam in k.writes or k.is_call:
-            if k.mem is not None and not k.mem.implicit and k.mnemonic.startswith("mov") and not k.is_call:
-                ex.memory = k.mem
-                ex.load = k.address
-            break
-    return ex
+    return _trace_load(body, setter, ops[0] if ops else None, ex)
 
 
 def condition_text(ex: Exit, name: str | None = None) -> str | None:

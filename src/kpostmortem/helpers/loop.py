@@ -17,10 +17,10 @@ from collections.abc import Sequence
 
 import drgn
 
-from kpostmortem.decode.disasm import Instruction, decode, effective_address, register_family
+from kpostmortem.decode.disasm import Instruction, effective_address, register_family
 from kpostmortem.decode.loops import Loop, condition_text, find_loop
 from kpostmortem.decode.regabi import abi
-from kpostmortem.helpers.fault import _pointer_suspects, _source_of, _symbolize
+from kpostmortem.helpers.fault import _pointer_suspects, _source_of, _symbolize, program_arch
 
 __all__ = ["stuck_loop", "SLEEPS", "LOCKS", "UNLOCKS"]
 
@@ -56,7 +56,7 @@ def _function_code(prog: drgn.Program, pc: int) -> tuple[drgn.Symbol, list[Instr
         code = prog.read(sym.address, sym.size)
     except drgn.FaultError:
         return None
-    return sym, decode(code, sym.address)
+    return sym, program_arch(prog).decode(code, sym.address)
 
 
 def _callee(prog: drgn.Program, target: int | None, text: str) -> str:
@@ -84,7 +84,8 @@ def _name_memory(prog: drgn.Program, trace: Sequence[drgn.StackFrame], first: in
         holders = _pointer_suspects(trace, first, idx, base_value, disp, size)
         if holders:
             h = holders[0]
-            facts |= {"variable": h.name, "member": h.member, "struct": h.struct, "type": h.type}
+            facts |= {"variable": h.name, "member": h.member, "struct": h.struct, "type": h.type,
+                      "frame": _frame_of_variable(trace, first, idx, h.name, base_value)}
             return (f"{h.name}->{h.member}" if h.member else f"*{h.name}"), facts
     try:
         sym = prog.symbol(address)
@@ -93,6 +94,19 @@ def _name_memory(prog: drgn.Program, trace: Sequence[drgn.StackFrame], first: in
         return (sym.name if not off else f"{sym.name}+{off:#x}"), facts
     except LookupError:
         return None, facts
+
+
+def _frame_of_variable(trace: Sequence[drgn.StackFrame], first: int, last: int, name: str,
+                       value: int) -> int | None:
+    """Index of the frame (of the inline chain first..last) whose ``name`` holds ``value``."""
+    for i in range(first, last + 1):
+        try:
+            obj = trace[i][name]
+            if not obj.absent_ and obj.value_() == value:
+                return i
+        except (KeyError, LookupError, ValueError, TypeError, drgn.FaultError, drgn.ObjectAbsentError):
+            continue
+    return None
 
 
 def _lines(prog: drgn.Program, loop: Loop) -> str | None:
@@ -228,11 +242,21 @@ def _preempt_disabled(prog: drgn.Program, insns: list[Instruction], loop: Loop) 
 
 
 def stuck_loop(prog: drgn.Program, trace: Sequence[drgn.StackFrame], index: int,
-               arch: str = "x86_64") -> dict | None:
+               arch: str | None = None) -> dict | None:
     """The loop around the PC of ``trace[index]`` (an interrupted frame), as report data; None
-    when the PC is in no loop of its function (or the function cannot be decoded)."""
+    when the PC is in no loop of its function (or the function cannot be decoded).
+
+    :param arch: "x86_64" or "aarch64"; the program's own when not given
+    """
+    if arch is None:
+        arch = "aarch64" if prog.platform is not None and prog.platform.arch == drgn.Architecture.AARCH64 \
+            else "x86_64"
+    pc = trace[index].pc
+    # the frames at the PC: inline ones (outermost last) and the physical frame they are in,
+    # whichever of them the exception frame was found at (arm64 marks the innermost inline one)
+    while trace[index].is_inline and index + 1 < len(trace) and trace[index + 1].pc == pc:
+        index += 1
     frame = trace[index]
-    pc = frame.pc
     first = index
     while first > 0 and trace[first - 1].is_inline and trace[first - 1].pc == pc:
         first -= 1
@@ -254,7 +278,7 @@ def stuck_loop(prog: drgn.Program, trace: Sequence[drgn.StackFrame], index: int,
         "closing_branch": loop.closing, "closing_symbol": _symbolize(prog, loop.closing),
         "closing_instruction": _branch_text(prog, next(k for k in loop.instructions if k.address == loop.closing)),
         "source": _lines(prog, loop),
-        "relaxes": loop.relaxes,
+        "relaxes": loop.relaxes, "relax_instruction": loop.relax_instruction,
         "calls": [], "exits": [], "polls": [],
     }
     sleeps = []

@@ -585,7 +585,7 @@ def _interrupt_evidence_of(d: _Decision, it: dict, pid: int | None) -> None:
     stuck = d.category in ("soft-lockup", "hard-lockup", "rcu-stall")
     where = f"{lp['head_symbol']}–{lp['closing_symbol']}" + (f" ({lp['source']})" if lp.get("source") else "")
     if lp.get("busy_wait"):
-        relax = ", cpu_relax() (pause) in it" if lp.get("relaxes") else ""
+        relax = f", cpu_relax() ({lp.get('relax_instruction') or 'pause'}) in it" if lp.get("relaxes") else ""
         calls = f", calls {', '.join(c['callee'] for c in lp['calls'])} (none sleeps)" if lp.get("calls") else \
             ", no call in it"
         d.add("instruction", f"busy-wait loop {where}, closed by `{lp['closing_instruction']}`{calls}{relax}",
@@ -610,7 +610,9 @@ def _interrupt_evidence_of(d: _Decision, it: dict, pid: int | None) -> None:
         if poll.get("value") is not None:
             facts.append({"type": "memory", "address": poll["address"], "size": poll["size"], "value": poll["value"]})
         if poll.get("dwarf_variable"):
-            facts.append({"type": "variable", "frame": it.get("frame_index"), "name": poll["dwarf_variable"],
+            frame = poll.get("dwarf_frame")
+            facts.append({"type": "variable", "frame": it.get("frame_index") if frame is None else frame,
+                          "name": poll["dwarf_variable"],
                           "value": poll.get("base_value"), "member": poll.get("dwarf_member"),
                           "displacement": poll.get("displacement")})
         d.add("memory", f"the loop polls {name}{base}), which holds {value} in the dump; "
