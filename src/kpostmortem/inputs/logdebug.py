@@ -43,15 +43,16 @@ def vmlinux_release(path: str) -> str | None:
         return None
 
 
-def _load_segments(path: str) -> tuple[int, int] | None:
-    """[lowest, highest) virtual address of the file's loadable segments."""
+def _load_segments(path: str) -> tuple[int, int, str] | None:
+    """[lowest, highest) virtual address of the file's loadable segments, and its e_machine."""
     ELFFile = _elftools()[1]
     with open(path, "rb") as f:
         elf = ELFFile(f)
         spans = [(s["p_vaddr"], s["p_vaddr"] + s["p_memsz"]) for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
+        machine = elf["e_machine"]
     if not spans:
         return None
-    return min(a for a, _ in spans), max(b for _, b in spans)
+    return min(a for a, _ in spans), max(b for _, b in spans), machine
 
 
 def _alloc_sections(path: str) -> list[tuple[str, int]]:
@@ -182,10 +183,11 @@ def open_log_debug_info(
         raise DebugInfoError(f"{chosen}: not a readable ELF file ({type(e).__name__}: {e})") from None
     if span is None:
         raise DebugInfoError(f"{chosen}: not a vmlinux (no loadable segments)")
-    prog = drgn.Program(drgn.Platform(drgn.Architecture.X86_64,
-                                      drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN))
+    # the vmlinux's own instruction set (an arm64 log's vmlinux is an AArch64 file)
+    arch = drgn.Architecture.AARCH64 if span[2] == "EM_AARCH64" else drgn.Architecture.X86_64
+    prog = drgn.Program(drgn.Platform(arch, drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN))
     kernel = prog.extra_module("kernel", 0, create=True)
-    kernel.address_range = span
+    kernel.address_range = span[:2]
     kernel.try_file(chosen, force=True)
     if kernel.debug_file_status != drgn.ModuleFileStatus.HAVE:
         raise DebugInfoError(f"{chosen}: drgn could not load kernel debug info from it (no DWARF?)")
