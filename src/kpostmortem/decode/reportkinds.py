@@ -95,7 +95,7 @@ REPORT_KINDS: tuple[ReportKind, ...] = (
     ReportKind("bad-unlock-balance", _c(r"bad unlock balance detected"), "locking-violation",
                "BUG: bad unlock balance", (Step("entry", _c(r"is trying to release lock")),)),
     ReportKind("held-lock-freed", _c(r"held lock freed"), "locking-violation", "BUG: held lock freed",
-               (Step("at", _c(r"is freeing memory")), Step("entry", _c(r"is freeing memory")))),
+               (Step("at", _c(r"is freeing memory")),)),
     ReportKind("locks-held-returning", _c(r"lock held when returning to user space"), "locking-violation",
                "BUG: lock held when returning to user space",
                (Step("at", _c(r"leaving the kernel with locks still held")),)),
@@ -127,11 +127,11 @@ REPORT_KINDS: tuple[ReportKind, ...] = (
                "BUG: using {1}() in preemptible code",
                skip=_c(r"dump_stack|preempt|debug_smp|processor_id|this_cpu")),
     # sanitizers without a CPU exception's category (KASAN and KFENCE are memory-corruption)
-    ReportKind("kmsan", _c(r"KMSAN: ([a-z-]+)"), "uninitialized-memory", "KMSAN: {1}", (Step("headline"),),
+    # (the sanitizers name their function on the headline: "KMSAN: uninit-value in f+0x1/0x2")
+    ReportKind("kmsan", _c(r"KMSAN: ([a-z-]+)"), "uninitialized-memory", "KMSAN: {1}",
                skip=_c(r"^(?:kmsan|__msan)")),
-    ReportKind("kcsan", _c(r"KCSAN: ([a-z-]+)"), "data-race", "KCSAN: {1}", (Step("headline"),)),
+    ReportKind("kcsan", _c(r"KCSAN: ([a-z-]+)"), "data-race", "KCSAN: {1}"),
     ReportKind("ubsan", _c(r"UBSAN: ([A-Za-z-]+(?: behaviou?r)?)"), "undefined-behavior", "UBSAN: {1}",
-               (Step("headline"),),
                trace_first=True),
     # the page allocator's check of a page it frees or hands out: the culprit is the page's
     # last owner, which page_owner prints
@@ -178,10 +178,10 @@ class SiteScanner:
         self._entry = entry
         self._symbol = symbol
         self._named = named
-        self._step = 0
-        self._armed = kind.steps[0].after is None if kind.steps else False
-        self._in_stack = False
+        self._step = -1
+        self._armed = self._in_stack = False
         self.sites: list = []
+        self._next()
 
     @property
     def done(self) -> bool:
@@ -194,13 +194,10 @@ class SiteScanner:
 
     def feed(self, text: str) -> bool:
         """Read one line of the record; True when it named a site or armed a step."""
+        body = text.strip()
         used = False
         while not self.done:
             step = self.kind.steps[self._step]
-            body = text.strip()
-            if step.take == "headline":
-                self._next()
-                continue
             if self._in_stack:
                 entry = self._entry(text) if body else None
                 if entry is not None:
@@ -208,51 +205,34 @@ class SiteScanner:
                         self.sites.append(entry)
                     return True
                 self._next()
-                continue  # this line may arm or fill the next step
+                continue  # the stack ended: this line may arm or fill the next step
             if not self._armed:
-                if step.after is not None and step.after.search(body):
-                    self._armed = True
-                    used = True
-                    if step.take in ("stack", "entry"):
-                        self._in_stack = step.take == "stack"
-                        if step.take == "stack":
-                            return True
-                        if step.take == "entry":
-                            # the frame may follow on the same line ("... at: f+0x1/0x2")
-                            at = _AT_SYMBOL.search(body)
-                            if at is not None and (e := self._symbol(at.group(1))) is not None:
-                                self.sites.append(e)
-                                self._next()
-                            return True
-                    # an "at:" may be on the arming line itself: fall through
-                else:
+                if step.after is None or not step.after.search(body):
                     return used
-            if step.take == "at":
-                at = _AT_SYMBOL.search(body)
-                if at is None:
-                    return used
-                e = self._symbol(at.group(1))
-                if e is not None:
-                    self.sites.append(e)
-                self._next()
-                return True
-            if step.take == "entry":
-                entry = self._entry(text) if body else None
-                if entry is None:
-                    return used
-                self.sites.append(entry)
-                self._next()
-                return True
-            if step.take == "named":
-                m = step.pattern.search(body) if step.pattern is not None else None
-                if m is None:
-                    return used
-                self.sites.append(self._named(m.group(1)))
-                self._next()
-                return True
+                self._armed = used = True
+                if step.take != "at":
+                    # a stack or a frame follows on the next lines; an "at:" may be on this one
+                    self._in_stack = step.take == "stack"
+                    return True
             if step.take == "stack":
-                # armed on an earlier line: this line is the stack's first
                 self._in_stack = True
                 continue
+            found, site = self._site(step, text, body)
+            if not found:
+                return used
+            if site is not None:
+                self.sites.append(site)
             self._next()
+            return True
         return used
+
+    def _site(self, step: Step, text: str, body: str) -> tuple[bool, Any]:
+        """(whether this line is the one the step waits for, the frame it names or None)."""
+        if step.take == "at":
+            at = _AT_SYMBOL.search(body)
+            return (False, None) if at is None else (True, self._symbol(at.group(1)))
+        if step.take == "entry":
+            entry = self._entry(text) if body else None
+            return entry is not None, entry
+        m = step.pattern.search(body) if step.pattern is not None else None  # "named"
+        return (False, None) if m is None else (True, self._named(m.group(1)))
