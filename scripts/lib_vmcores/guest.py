@@ -358,20 +358,13 @@ def kill_guests() -> None:
 
 def _copy_elf_core(disk: Path, out: Path) -> None:
     """The ELF core the capture kernel copied from /proc/vmcore onto the disk: its length is
-    where its last program header's data ends (ELF64, little-endian: the guests we boot)."""
-    import struct
+    where its last program header's data ends."""
+    from elftools.elf.elffile import ELFFile
 
     with open(disk, "rb") as f:
-        ehdr = f.read(64)
-        phoff, = struct.unpack_from("<Q", ehdr, 32)
-        phentsize, phnum = struct.unpack_from("<HH", ehdr, 54)
-        f.seek(phoff)
-        table = f.read(phentsize * phnum)
-        end = phoff + phentsize * phnum
-        for i in range(phnum):
-            p_offset, = struct.unpack_from("<Q", table, i * phentsize + 8)
-            p_filesz, = struct.unpack_from("<Q", table, i * phentsize + 32)
-            end = max(end, p_offset + p_filesz)
+        elf = ELFFile(f)
+        end = max([elf["e_phoff"] + elf["e_phentsize"] * elf["e_phnum"]]
+                  + [seg["p_offset"] + seg["p_filesz"] for seg in elf.iter_segments()])
         if end > disk.stat().st_size:
             raise GuestError(f"the copied /proc/vmcore is cut short ({disk.stat().st_size} of {end} bytes)")
         f.seek(0)

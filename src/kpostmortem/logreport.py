@@ -94,12 +94,14 @@ def record_frames(rec: OopsRecord, trace: Sequence[TraceEntry] | None = None) ->
         # panic message names when no trace follows ("stack-protector: Kernel stack is
         # corrupted in: f+0x7ea/0x7f0" then an empty "Call Trace:").
         frames.append(_frame(0, rec.location, interrupted=True))
+    # A debug report's own places (lockdep's "at:" acquisition, kmemleak's allocation stack)
+    # come before its call trace, the reporting context; after it for the kinds whose trace
+    # names the suspect first.
     kind = report_kind_named(rec.report_kind)
-    if rec.rip is None and rec.sites and not (kind is not None and kind.trace_first):
-        # A debug report's own places come first (lockdep's "at:" acquisition, kmemleak's
-        # allocation stack): its call trace is the reporting context.
-        for entry in rec.sites:
-            frames.append(_frame(len(frames), entry))
+    sites = list(rec.sites) if rec.rip is None else []
+    trace_first = kind is not None and kind.trace_first
+    if not trace_first:
+        frames += [_frame(len(frames) + i, entry) for i, entry in enumerate(sites)]
     trace = list(rec.call_trace if trace is None else trace)
     if rec.rip is not None and trace and trace[0].function == rec.rip.function \
             and trace[0].offset == rec.rip.offset:
@@ -116,9 +118,8 @@ def record_frames(rec: OopsRecord, trace: Sequence[TraceEntry] | None = None) ->
     for entry in trace:
         if entry.reliable:
             frames.append(_frame(len(frames), entry, interrupted=entry.interrupted))
-    if rec.rip is None and rec.sites and kind is not None and kind.trace_first:
-        for entry in rec.sites:
-            frames.append(_frame(len(frames), entry))
+    if trace_first:
+        frames += [_frame(len(frames) + i, entry) for i, entry in enumerate(sites)]
     guilty = choose_guilty(frames, skip_scheduler=True, skip_interrupt=True)
     if guilty is None or is_helper(base_name(guilty.function) or ""):
         # Nothing but reporting machinery and helpers among the reliable entries: old kernels

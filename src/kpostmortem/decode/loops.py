@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kpostmortem.decode.disasm import Instruction, MemOperand, register_family
+from kpostmortem import arch as arches
+from kpostmortem.decode.disasm import Instruction, MemOperand
 from kpostmortem.decode.regabi import abi
 
 __all__ = ["Exit", "Loop", "find_loop", "negate", "condition_text", "POLLING_HINTS"]
@@ -42,14 +43,6 @@ _A64_FLAG_SETTERS = frozenset({"cmp", "cmn", "tst", "subs", "adds", "ands", "neg
 POLLING_HINTS = frozenset({"pause", "yield", "wfe"})
 """Instructions that mark a spin-wait (cpu_relax() is ``pause`` on x86, ``yield`` on arm64;
 arm64's smp_cond_load_*() waits in ``wfe``)."""
-
-
-def _family(reg: str) -> str:
-    """x86's sub-registers and arm64's ``wN`` as their 64-bit register."""
-    name = reg.strip().lower()
-    if len(name) > 1 and name[0] == "w" and name[1:].isdigit():
-        return "x" + name[1:]
-    return register_family(name)
 
 
 def _is_load(insn: Instruction) -> bool:
@@ -176,7 +169,7 @@ def _is_flag_setter(insn: Instruction, arch: str) -> bool:
     return mnem.startswith(_FLAG_SETTERS)
 
 
-def _describe_register_test(body: list[Instruction], idx: int, ex: Exit) -> Exit:
+def _describe_register_test(body: list[Instruction], idx: int, ex: Exit, arch: str) -> Exit:
     """arm64's cbz/cbnz (register == / != 0) and tbz/tbnz (one bit clear / set)."""
     branch = body[idx]
     ops = [o.strip() for o in branch.op_str.split(",")]
@@ -190,20 +183,18 @@ def _describe_register_test(body: list[Instruction], idx: int, ex: Exit) -> Exit
         ex.left, ex.right = (f"{reg} & {ex.mask:#x}" if ex.mask is not None else reg), "0"
     else:
         ex.left, ex.right = reg, "0"
-    return _trace_load(body, idx, reg, ex)
+    return _trace_load(body, idx, reg, ex, arch)
 
 
-def _trace_load(body: list[Instruction], before: int, reg: str | None, ex: Exit) -> Exit:
-    """The tested register: loaded from memory earlier in the loop (mov/movzx…/ldr… reg, [mem])."""
-    try:
-        fam = _family(reg) if reg else None
-    except (KeyError, ValueError):
-        fam = None
+def _trace_load(body: list[Instruction], before: int, reg: str | None, ex: Exit, arch: str) -> Exit:
+    """The tested register: loaded from memory earlier in the loop (mov/movzx…/ldr… reg, [mem]).
+    Instructions list what they write as 64-bit registers (``writes``): so is ``reg`` here."""
+    fam = arches.get(arch).register_family(reg) if reg else None
     if fam is None:
         return ex
     for j in range(before - 1, -1, -1):
         k = body[j]
-        if fam in {_family(w) for w in k.writes} or k.is_call:
+        if fam in k.writes or k.is_call:
             if k.mem is not None and not k.mem.implicit and _is_load(k) and not k.is_call:
                 ex.memory = k.mem
                 ex.load = k.address
@@ -216,7 +207,7 @@ def _describe_exit(body: list[Instruction], idx: int, rel: str, arch: str = "x86
     from (a load of memory earlier in the loop)."""
     ex = Exit(branch=body[idx].address, relation=rel)
     if body[idx].mnemonic.lower() in _A64_REG_TESTS:
-        return _describe_register_test(body, idx, ex)
+        return _describe_register_test(body, idx, ex, arch)
     setter = None
     for j in range(idx - 1, -1, -1):
         if _is_flag_setter(body[j], arch):
@@ -255,7 +246,7 @@ def _describe_exit(body: list[Instruction], idx: int, rel: str, arch: str = "x86
     if s.mem is not None and not s.mem.implicit:
         ex.memory = s.mem
         return ex
-    return _trace_load(body, setter, ops[0] if ops else None, ex)
+    return _trace_load(body, setter, ops[0] if ops else None, ex, arch)
 
 
 def condition_text(ex: Exit, name: str | None = None) -> str | None:

@@ -229,14 +229,14 @@ def analyze(
 def _dump_magic(path: str) -> bool:
     """Whether ``path`` starts like a dump (ELF, kdump, flattened, diskdump): then it is no
     text log, and the log reader is not imported (open_dump reads the header properly)."""
-    from kpostmortem.inputs.elfinfo import DISKDUMP_SIGNATURE, ELF_MAGIC, FLATTENED_SIGNATURE, KDUMP_SIGNATURE
+    from kpostmortem.inputs.elfinfo import dump_format_of
 
     try:
         with open(path, "rb") as f:
             head = f.read(16)
     except OSError:
         return False  # a directory (pstore), or unreadable: the full sniff says which
-    return head.startswith((ELF_MAGIC, KDUMP_SIGNATURE, FLATTENED_SIGNATURE, DISKDUMP_SIGNATURE))
+    return dump_format_of(head) is not None
 
 
 def _text_log_kind(path: str) -> str | None:

@@ -18,7 +18,7 @@ from kpostmortem.decode.cpuevent import event_of_entry
 from kpostmortem.decode.disasm import Instruction, register_family
 from kpostmortem.decode.faultclass import classify_address, decode_pf_error_code, recognize_poison
 from kpostmortem.decode.regabi import Abi, abi
-from kpostmortem.helpers.modules import module_of_address
+from kpostmortem.helpers.modules import kernel_text, module_of_address
 from kpostmortem.helpers.source import normalize_source_path
 
 __all__ = ["FaultExplanation", "Suspect", "explain_fault", "explain_fault_at", "exception_frame_index", "read_code"]
@@ -257,7 +257,13 @@ def _insn_dict(prog: drgn.Program, insn: Instruction, trap: bool) -> dict:
 def _pointer_suspects(trace: Sequence[drgn.StackFrame], first: int, last: int, value: int,
                       disp: int, size: int) -> list[Suspect]:
     """Variables of frames first..last (an inline chain at one PC) that are pointers equal to value."""
-    found: list[tuple[int, Suspect]] = []
+    return [s for _, s in _pointer_suspects_in(trace, first, last, value, disp, size)]
+
+
+def _pointer_suspects_in(trace: Sequence[drgn.StackFrame], first: int, last: int, value: int,
+                         disp: int, size: int) -> list[tuple[int, Suspect]]:
+    """The same, each with the index of the frame it was read in."""
+    found: list[tuple[int, int, Suspect]] = []
     for i in range(first, last + 1):
         frame = trace[i]
         func = frame.function_name or frame.name or "?"
@@ -295,12 +301,12 @@ def _pointer_suspects(trace: Sequence[drgn.StackFrame], first: int, last: int, v
                 member=member,
                 struct=str(target.type_name()) if member else None,
             )
-            found.append((score, suspect))
+            found.append((score, i, suspect))
     found.sort(key=lambda x: -x[0])
     if found and found[0][0] > 0:
         best = found[0][0]
-        return [s for sc, s in found if sc == best]
-    return [s for _, s in found]
+        return [(i, s) for sc, i, s in found if sc == best]
+    return [(i, s) for _, i, s in found]
 
 
 def virtual_address_bits(prog: drgn.Program) -> int:
@@ -631,17 +637,15 @@ def _name_call_target(prog: drgn.Program, trace: Sequence[drgn.StackFrame] | Non
 
 def _pc_in_text(prog: drgn.Program, pc: int) -> bool:
     """Whether ``pc`` is in kernel or module code (symbolised or not: a module may lack debug info)."""
+    text = kernel_text(prog)
+    if text is not None and text[0] <= pc < text[1]:
+        return True
     try:
         prog.symbol(pc)
         return True
     except LookupError:
         pass
-    if module_of_address(prog, pc):
-        return True
-    try:
-        return prog.symbol("_stext").address <= pc < prog.symbol("_etext").address
-    except LookupError:
-        return False
+    return module_of_address(prog, pc) is not None
 
 
 def program_arch(prog: drgn.Program):

@@ -20,7 +20,7 @@ import drgn
 from kpostmortem.decode.disasm import Instruction, effective_address, register_family
 from kpostmortem.decode.loops import Loop, condition_text, find_loop
 from kpostmortem.decode.regabi import abi
-from kpostmortem.helpers.fault import _pointer_suspects, _source_of, _symbolize, program_arch
+from kpostmortem.helpers.fault import _pointer_suspects_in, _source_of, _symbolize, program_arch
 
 __all__ = ["stuck_loop", "SLEEPS", "LOCKS", "UNLOCKS"]
 
@@ -81,11 +81,11 @@ def _name_memory(prog: drgn.Program, trace: Sequence[drgn.StackFrame], first: in
     """Name polled memory: a member through a pointer variable (DWARF), else a global symbol."""
     facts: dict = {}
     if base_value is not None and trace:
-        holders = _pointer_suspects(trace, first, idx, base_value, disp, size)
+        holders = _pointer_suspects_in(trace, first, idx, base_value, disp, size)
         if holders:
-            h = holders[0]
+            frame, h = holders[0]
             facts |= {"variable": h.name, "member": h.member, "struct": h.struct, "type": h.type,
-                      "frame": _frame_of_variable(trace, first, idx, h.name, base_value)}
+                      "frame": frame}
             return (f"{h.name}->{h.member}" if h.member else f"*{h.name}"), facts
     try:
         sym = prog.symbol(address)
@@ -94,19 +94,6 @@ def _name_memory(prog: drgn.Program, trace: Sequence[drgn.StackFrame], first: in
         return (sym.name if not off else f"{sym.name}+{off:#x}"), facts
     except LookupError:
         return None, facts
-
-
-def _frame_of_variable(trace: Sequence[drgn.StackFrame], first: int, last: int, name: str,
-                       value: int) -> int | None:
-    """Index of the frame (of the inline chain first..last) whose ``name`` holds ``value``."""
-    for i in range(first, last + 1):
-        try:
-            obj = trace[i][name]
-            if not obj.absent_ and obj.value_() == value:
-                return i
-        except (KeyError, LookupError, ValueError, TypeError, drgn.FaultError, drgn.ObjectAbsentError):
-            continue
-    return None
 
 
 def _lines(prog: drgn.Program, loop: Loop) -> str | None:

@@ -10,12 +10,23 @@ from drgn.helpers.linux.module import address_to_module, for_each_module, module
 
 from kpostmortem.decode.taint import MODULE_TAINT_WORDS
 
-__all__ = ["module_of_address", "module_facts", "loaded_modules", "modules_section", "TAINT_WORDS"]
+__all__ = ["module_of_address", "kernel_text", "module_facts", "loaded_modules", "modules_section", "TAINT_WORDS"]
 
 TAINT_WORDS = MODULE_TAINT_WORDS
 """Module taint letters in the words a report uses."""
 
 MODULE_STATES = {0: "live", 1: "coming", 2: "going", 3: "unformed"}
+
+
+def kernel_text(prog: drgn.Program) -> tuple[int, int] | None:
+    """[_stext, _etext) of the core kernel, looked up once per program; None when unknown."""
+    key = "kpostmortem.kernel_text"
+    if key not in prog.cache:
+        try:
+            prog.cache[key] = (prog.symbol("_stext").address, prog.symbol("_etext").address)
+        except LookupError:
+            prog.cache[key] = None
+    return prog.cache[key]
 
 
 def module_of_address(prog: drgn.Program, addr: int | None) -> str | None:

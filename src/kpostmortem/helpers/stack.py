@@ -1187,12 +1187,9 @@ def _text_checker(prog: drgn.Program) -> Any:
     ~1 ms); then symbols, and the modules' memory for addresses in a module whose symbols are
     not loaded.
     """
-    from kpostmortem.helpers.modules import module_of_address
+    from kpostmortem.helpers.modules import kernel_text, module_of_address
 
-    try:
-        text = (prog.symbol("_stext").address, prog.symbol("_etext").address)
-    except LookupError:
-        text = (0, 0)
+    text = kernel_text(prog) or (0, 0)
     cache: dict[int, bool | None] = {}
 
     def in_text(address: int) -> bool | None:
@@ -1372,15 +1369,23 @@ def _code_ranges(prog: drgn.Program) -> list[tuple[int, int]] | None:
 
 
 def _find_code_ranges(prog: drgn.Program) -> list[tuple[int, int]] | None:
-    try:
-        ranges = [(prog.symbol("_stext").address, prog.symbol("_etext").address)]
-    except LookupError:
+    from kpostmortem.helpers.modules import kernel_text
+
+    text = kernel_text(prog)
+    if text is None:
         return None
+    ranges = [text]
     try:
         ranges.append((prog.symbol("_sinittext").address, prog.symbol("_einittext").address))
     except LookupError:
         pass
-    for module in prog.modules():
+    try:
+        # loaded_modules() creates drgn's module objects from the kernel's list, which
+        # modules() alone would not have yet in a fresh session
+        loaded = [m for m, _new in prog.loaded_modules()]
+    except (drgn.FaultError, LookupError, ValueError):
+        return None  # no module list: look every word up
+    for module in loaded:
         if isinstance(module, drgn.RelocatableModule):
             ranges.extend((lo, hi) for lo, hi in (module.address_ranges or ()) if hi > lo)
     return ranges

@@ -404,6 +404,16 @@ def _elf_header(f: io.BufferedReader, size: int) -> DumpHeader:
     )
 
 
+def dump_format_of(head: bytes) -> str | None:
+    """The dump format a file's first bytes announce ("kdump", "elf", "flattened",
+    "diskdump"), or None."""
+    for magic, kind in ((KDUMP_SIGNATURE, "kdump"), (ELF_MAGIC, "elf"), (FLATTENED_SIGNATURE, "flattened"),
+                        (DISKDUMP_SIGNATURE, "diskdump")):
+        if head.startswith(magic):
+            return kind
+    return None
+
+
 def read_dump_header(path: str | os.PathLike[str]) -> DumpHeader:
     """Identify a dump file's format and read what its header says. Never raises on content.
 
@@ -411,17 +421,13 @@ def read_dump_header(path: str | os.PathLike[str]) -> DumpHeader:
     """
     size = os.stat(path).st_size
     with open(path, "rb") as f:
-        magic = f.read(16)
+        kind = dump_format_of(f.read(16))
         f.seek(0)
-        if magic.startswith(KDUMP_SIGNATURE):
+        if kind == "kdump":
             return _kdump_header(f, size)
-        if magic.startswith(ELF_MAGIC):
+        if kind == "elf":
             return _elf_header(f, size)
-        if magic.startswith(FLATTENED_SIGNATURE):
-            return DumpHeader("flattened", size)
-        if magic.startswith(DISKDUMP_SIGNATURE):
-            return DumpHeader("diskdump", size)
-    return DumpHeader("unknown", size)
+    return DumpHeader(kind or "unknown", size)
 
 
 def vmlinux_candidates(release: str | None, dirs: list[str] | tuple[str, ...],

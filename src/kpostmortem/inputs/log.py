@@ -16,12 +16,7 @@ from dataclasses import dataclass, field
 
 from kpostmortem.decode.oopslog import LogAnalysis, LogLine, parse_log, split_log_line
 from kpostmortem.errors import DumpError
-from kpostmortem.inputs.elfinfo import (
-    DISKDUMP_SIGNATURE,
-    ELF_MAGIC,
-    FLATTENED_SIGNATURE,
-    KDUMP_SIGNATURE,
-)
+from kpostmortem.inputs.elfinfo import dump_format_of
 
 __all__ = ["INPUT_KINDS", "LOG_KINDS", "LogSource", "open_log", "read_log", "sniff_input"]
 
@@ -78,10 +73,9 @@ def sniff_input(path: str) -> str:
         sample = f.read(SNIFF_BYTES)
     if not sample:
         return "empty"
-    for magic, kind in ((KDUMP_SIGNATURE, "kdump"), (ELF_MAGIC, "elf"), (FLATTENED_SIGNATURE, "flattened"),
-                        (DISKDUMP_SIGNATURE, "diskdump")):
-        if sample.startswith(magic):
-            return kind
+    kind = dump_format_of(sample)
+    if kind is not None:
+        return kind
     if sample.startswith(_GZIP_MAGIC):
         try:
             with gzip.open(path, "rb") as g:

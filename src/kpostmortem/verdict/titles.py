@@ -44,6 +44,13 @@ _TITLE = {
     "unknown": "unknown crash in {f}",
 }
 
+# A debug report's words ({v}) when the report did not say them.
+_PHRASE = {
+    "locking-violation": "lock debugging report", "invalid-context": "atomic-context report",
+    "uninitialized-memory": "use of uninitialized memory", "data-race": "data race",
+    "undefined-behavior": "undefined behavior", "memory-corruption": "memory corruption",
+}
+
 _ADDR = re.compile(r"\b(0x)?[0-9a-f]{8,16}\b", re.I)
 _FRAME_DECORATION = re.compile(r"\s*\[[^\]]*\]\s*$")
 _NUM = re.compile(r"\b\d+\b")
@@ -66,11 +73,8 @@ def make_title(category: str, function: str | None, module: str | None, message:
     msg = stable_text(message or "") or "no message"
     if len(msg) > 80:
         msg = msg[:77] + "..."
-    words = phrase or {"locking-violation": "lock debugging report", "invalid-context": "atomic-context report",
-                       "uninitialized-memory": "use of uninitialized memory", "data-race": "data race",
-                       "undefined-behavior": "undefined behavior", "memory-corruption": "memory corruption",
-                       }.get(category, category)
-    title = template.format(f=function or "unknown function", msg=msg, v=words)
+    title = template.format(f=function or "unknown function", msg=msg,
+                            v=phrase or _PHRASE.get(category, category))
     if module:
         title += f" [{module}]"
     return title
