@@ -186,6 +186,7 @@ def analyze(
         _emit_report(report, fmt, output, max_bytes, color, redact, redact_comm)
         return
     from kpostmortem.inputs.dump import open_dump, skip_session_plugins
+    from kpostmortem.inputs.nodwarf import IMPORTS
 
     skip_session_plugins()
 
@@ -196,15 +197,16 @@ def analyze(
                                                   allow_no_debug_info=not require_debuginfo,
                                                   progress=_progress(sys.stderr.isatty())))
         # While drgn indexes the DWARF (on its own threads, without the GIL), read the
-        # known-bugs file and import the rest.
-        known = _load_known_bugs(known_bugs)
-        # (and what the analyzers import on first use: capstone loads its library and every
-        # architecture's tables, ~30 ms; slab tracking goes with the fault decoding)
-        import capstone  # noqa: F401
+        # known-bugs file and import the rest (and what the analyzers import on first use:
+        # capstone loads its library and every architecture's tables, ~30 ms; slab tracking
+        # goes with the fault decoding). The loading thread's own imports wait (IMPORTS).
+        with IMPORTS:
+            known = _load_known_bugs(known_bugs)
+            import capstone  # noqa: F401
 
-        import kpostmortem.helpers.slabtrack  # noqa: F401
-        from kpostmortem.pipeline import analyze_dump
-        from kpostmortem.render import render  # noqa: F401 - imported while drgn indexes
+            import kpostmortem.helpers.slabtrack  # noqa: F401
+            from kpostmortem.pipeline import analyze_dump
+            from kpostmortem.render import render  # noqa: F401 - imported while drgn indexes
 
         dump = opened()
         if dump.debug.degraded:

@@ -17,6 +17,7 @@ Every loop over dump memory is bounded and stops on a cycle; every read may fail
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -101,10 +102,18 @@ def _vmcoreinfo_symbol(info: dict[str, str], name: str) -> int | None:
         return None
 
 
+# Held while another thread imports the analysis (kpostmortem.frontends.cli loads the dump on
+# a thread meanwhile): enable_degraded's import of a drgn helper module while that thread
+# imports the whole drgn.helpers.linux package can deadlock Python's per-module import locks
+# (_DeadlockError: 4 runs in 40 of a degraded `analyze`).
+IMPORTS = threading.Lock()
+
+
 def enable_degraded(prog: drgn.Program, header: DumpHeader) -> DegradedState:
     """Give ``prog`` the kernel's kallsyms and built-in ORC, for a dump without vmlinux."""
     state = DegradedState()
-    from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
+    with IMPORTS:
+        from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
 
     try:
         index = load_vmlinux_kallsyms(prog)
